@@ -1,0 +1,93 @@
+"""The 29 DRS v3 task statuses and the teardown classes they fall into (reference/drs-api.md §8)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class StatusClass(enum.Enum):
+    """What a remote status means for teardown."""
+
+    DELETABLE = "deletable"  # delete may be sent
+    GONE = "gone"  # already deleted
+    WAIT = "wait"  # the service is moving the task; poll again
+    STOPPABLE = "stoppable"  # send terminate (or force_terminate)
+    RELEASE_FAILED = "release_failed"  # a stop failed: retry, then escalate
+    UNKNOWN = "unknown"  # not one of the 29: fail closed
+
+
+ALL_STATUSES: tuple[str, ...] = (
+    "CREATING",
+    "CREATE_FAILED",
+    "CONFIGURATION",
+    "STARTJOBING",
+    "WAITING_FOR_START",
+    "START_JOB_FAILED",
+    "PAUSING",
+    "FULL_TRANSFER_STARTED",
+    "FULL_TRANSFER_FAILED",
+    "FULL_TRANSFER_COMPLETE",
+    "INCRE_TRANSFER_STARTED",
+    "INCRE_TRANSFER_FAILED",
+    "RELEASE_RESOURCE_STARTED",
+    "RELEASE_RESOURCE_FAILED",
+    "RELEASE_RESOURCE_COMPLETE",
+    "REBUILD_NODE_STARTED",
+    "REBUILD_NODE_FAILED",
+    "CHANGE_JOB_STARTED",
+    "CHANGE_JOB_FAILED",
+    "DELETED",
+    "CHILD_TRANSFER_STARTING",
+    "CHILD_TRANSFER_STARTED",
+    "CHILD_TRANSFER_COMPLETE",
+    "CHILD_TRANSFER_FAILED",
+    "RELEASE_CHILD_TRANSFER_STARTED",
+    "RELEASE_CHILD_TRANSFER_COMPLETE",
+    "NODE_UPGRADE_START",
+    "NODE_UPGRADE_COMPLETE",
+    "NODE_UPGRADE_FAILED",
+)
+
+# Documented (HW-DEL): the only statuses in which delete is accepted.
+DELETABLE: frozenset[str] = frozenset(
+    {"CREATE_FAILED", "RELEASE_RESOURCE_COMPLETE", "RELEASE_CHILD_TRANSFER_COMPLETE"}
+)
+GONE: frozenset[str] = frozenset({"DELETED"})
+# Transitional: the service moves these on by itself.
+WAIT: frozenset[str] = frozenset(
+    {
+        "CREATING",
+        "STARTJOBING",
+        "RELEASE_RESOURCE_STARTED",
+        "REBUILD_NODE_STARTED",
+        "CHANGE_JOB_STARTED",
+        "CHILD_TRANSFER_STARTING",
+        "RELEASE_CHILD_TRANSFER_STARTED",
+        "NODE_UPGRADE_START",
+    }
+)
+RELEASE_FAILED = "RELEASE_RESOURCE_FAILED"
+STOPPABLE: frozenset[str] = frozenset(ALL_STATUSES) - DELETABLE - GONE - WAIT - {RELEASE_FAILED}
+
+# Error codes that mean the task does not exist (any more).
+NOT_FOUND_CODES: frozenset[str] = frozenset({"DRS.M00289", "DRS.M05004", "DRS.M05003"})
+
+
+def classify(status: str | None) -> StatusClass:
+    """Map a remote status to its teardown class; anything unrecognised is UNKNOWN (fail closed)."""
+    if status in DELETABLE:
+        return StatusClass.DELETABLE
+    if status in GONE:
+        return StatusClass.GONE
+    if status in WAIT:
+        return StatusClass.WAIT
+    if status == RELEASE_FAILED:
+        return StatusClass.RELEASE_FAILED
+    if status in STOPPABLE:
+        return StatusClass.STOPPABLE
+    return StatusClass.UNKNOWN
+
+
+def is_deletable(status: str | None) -> bool:
+    """True only for the three statuses in which DRS accepts delete."""
+    return status in DELETABLE
