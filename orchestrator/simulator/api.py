@@ -1,0 +1,90 @@
+"""The four DRS calls over the world: validated bodies in, (HTTP status, JSON body) out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bodies import ListQuery, page_bounds, parse_batch_jobs, parse_id_batch, parse_list
+from .jobs import Job
+from .messages import drs_message
+from .world import World
+
+Reply = tuple[int, dict[str, Any]]
+
+
+def _missing(world: World, job_id: str, lang: str) -> dict[str, Any]:
+    code = world.missing_code(job_id)
+    # batch-status and batch-detail spell it error_message (batch-jobs says error_msg).
+    return {"id": job_id, "error_code": code, "error_message": drs_message(code, lang)}
+
+
+def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
+    """POST /jobs/batch-status: one {id, status} per id of the page; unknown ids carry an error_code."""
+    req = parse_id_batch(data)
+    start, end = page_bounds(len(req.ids), req.cur_page, req.per_page)
+    with world.lock:
+        world.settle()
+        results = []
+        for job_id in req.ids[start:end]:
+            job = world.get(job_id)
+            results.append({"id": job_id, "status": job.status} if job else _missing(world, job_id, lang))
+    failed = any("error_code" in r for r in results)
+    status = world.profile.batch_status_unknown_http_status if failed else 200
+    return status, {"count": len(results), "results": results}
+
+
+def batch_detail(world: World, data: dict[str, Any], lang: str) -> Reply:
+    """POST /jobs/batch-detail: QueryJobResp per id; any unknown id makes it a 400 that still lists results."""
+    req = parse_id_batch(data)
+    start, end = page_bounds(len(req.ids), req.cur_page, req.per_page)
+    with world.lock:
+        world.settle()
+        results = []
+        for job_id in req.ids[start:end]:
+            job = world.get(job_id)
+            results.append(world.detail_of(job) if job else _missing(world, job_id, lang))
+    failed = any("error_code" in r and r["error_code"] for r in results)
+    return (400 if failed else 200), {"count": len(results), "results": results}
+
+
+def batch_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
+    """DELETE /jobs/batch-jobs: 202 with per-item results in request order."""
+    items = parse_batch_jobs(data, world.profile.batch_jobs_max_items)
+    results = world.batch_jobs(items, lang)
+    return 202, {"count": len(results), "results": results}
+
+
+def _matches(job: Job, q: ListQuery) -> bool:
+    if job.db_use_type != q.db_use_type:
+        return False
+    if q.ids and job.id not in q.ids:
+        return False
+    if q.name and q.name.lower() not in job.name.lower():
+        return False
+    if q.status and job.status != q.status:
+        return False
+    if q.engine_type and job.engine_type != q.engine_type:
+        return False
+    if q.net_type and job.net_type != q.net_type:
+        return False
+    if q.enterprise_project_id is not None and job.enterprise_project_id != q.enterprise_project_id:
+        return False
+    tags = {t["key"]: t["value"] for t in job.tags}
+    return all(tags.get(k) == v for k, v in q.tags.items())
+
+
+def list_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
+    """POST /jobs: one scenario's top-level tasks, newest first, with children nested; DELETED ones are gone."""
+    q = parse_list(data)
+    with world.lock:
+        world.settle()
+        rows = sorted((j for j in world.top_level() if _matches(j, q)),
+                      key=lambda j: (-j.created_mono, j.id))
+        if q.cur_page == 0:
+            # In the list API cur_page 0 also means "everything" (§6); per_page is still range-checked.
+            page_bounds(len(rows), 1, q.per_page)
+            start, end = 0, len(rows)
+        else:
+            start, end = page_bounds(len(rows), q.cur_page, q.per_page)
+        jobs = [world.list_entry(j) for j in rows[start:end]]
+    return 200, {"total_record": len(rows), "jobs": jobs}

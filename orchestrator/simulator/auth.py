@@ -1,0 +1,171 @@
+"""Gateway authentication: IAM tokens (issued and configured) and AK/SK SDK-HMAC-SHA256 verification."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator.drs import signing
+
+from .clock import Clock
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """Who the caller is, or why the gateway refuses them (code and message detail for APIGW.03xx)."""
+
+    kind: str  # "token", "aksk" or "none"
+    identity: str = ""  # the user, or the AK: never a secret
+    project_id: str | None = None  # the project the credential is scoped to (None: any / not scoped)
+    error_code: str | None = None
+    error_detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass
+class _Token:
+    user: str
+    project_id: str | None
+    expires_at: datetime
+
+
+class Authenticator:
+    """Holds the accepted credentials and checks a request's headers against them."""
+
+    def __init__(self, clock: Clock, project_id: str, *, tokens: Iterable[str] = (),
+                 aksk: Mapping[str, str] | None = None, security_tokens: Mapping[str, str] | None = None,
+                 iam_users: Iterable[tuple[str, str, str]] = (), token_ttl_seconds: float = 86400.0,
+                 region: str = "cn-north-4") -> None:
+        self._lock = threading.Lock()
+        self.clock = clock
+        self.project_id = project_id
+        self.region = region
+        self.aksk = dict(aksk or {})
+        self.security_tokens = dict(security_tokens or {})
+        self.iam_users = set(iam_users)
+        self.token_ttl_seconds = token_ttl_seconds
+        # Configured tokens are valid for the project until expire_all(); far-future expiry stands for "never".
+        far = datetime(9999, 1, 1, tzinfo=UTC)
+        self._tokens: dict[str, _Token] = {t: _Token("configured", project_id, far) for t in tokens}
+
+    # -- tokens -------------------------------------------------------------------------------------------
+
+    def issue(self, body: Any) -> tuple[int, dict[str, Any], str | None]:
+        """POST /v3/auth/tokens: (status, body, token) with Keystone-style errors."""
+        try:
+            auth = body["auth"]
+            identity = auth["identity"]
+            if "password" not in identity["methods"]:
+                return _keystone(400, "Bad Request", "The request you have made requires the password method.")
+            user = identity["password"]["user"]
+            name, password = user["name"], user["password"]
+            domain = user["domain"]["name"]
+        except (KeyError, TypeError):
+            return _keystone(400, "Bad Request", "Invalid auth body: auth.identity.password.user is required.")
+        if (name, password, domain) not in self.iam_users:
+            return _keystone(401, "Unauthorized", "The username or password is wrong.")
+        scope = auth.get("scope") if isinstance(auth, dict) else None
+        project: dict[str, Any] | None = None
+        if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
+            wanted = scope["project"]
+            if wanted.get("id") not in (None, self.project_id) or wanted.get("name") not in (None, self.region):
+                return _keystone(401, "Unauthorized", "The project in scope does not exist or is not accessible.")
+            project = {"id": self.project_id, "name": self.region,
+                       "domain": {"id": _hex_id(domain), "name": domain}}
+        now = self.clock.now()
+        expires = now + timedelta(seconds=self.token_ttl_seconds)
+        token = "MII" + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode().rstrip("=")
+        with self._lock:
+            self._tokens[token] = _Token(name, project["id"] if project else None, expires)
+        out: dict[str, Any] = {
+            "expires_at": _iso(expires),
+            "issued_at": _iso(now),
+            "methods": ["password"],
+            "roles": [{"id": _hex_id("te_admin"), "name": "te_admin"}],
+            "user": {"id": _hex_id(name), "name": name, "domain": {"id": _hex_id(domain), "name": domain},
+                     "password_expires_at": ""},
+        }
+        if project:
+            out["project"] = project
+        else:
+            out["domain"] = {"id": _hex_id(domain), "name": domain}
+        return 201, {"token": out}, token
+
+    def expire_all(self) -> None:
+        """Every token issued or configured so far expires now."""
+        now = self.clock.now()
+        with self._lock:
+            for tok in self._tokens.values():
+                tok.expires_at = min(tok.expires_at, now)
+
+    # -- request checks -----------------------------------------------------------------------------------
+
+    def check(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
+              body: bytes) -> AuthOutcome:
+        """Authenticate one request the way APIG does; headers are keyed lower-case."""
+        authorization = headers.get("authorization")
+        if authorization:
+            return self._check_aksk(method, raw_path, query, headers, body, authorization)
+        token = headers.get("x-auth-token")
+        if not token:
+            return AuthOutcome("none", error_code="APIGW.0301", error_detail="x-auth-token not found")
+        with self._lock:
+            found = self._tokens.get(token)
+        if found is None:
+            return AuthOutcome("token", error_code="APIGW.0301", error_detail="decrypt token fail")
+        if self.clock.now() >= found.expires_at:
+            return AuthOutcome("token", identity=found.user, error_code="APIGW.0307")
+        # A domain-scoped token ("" here) matches no project path: the DRS check answers 403.
+        return AuthOutcome("token", identity=found.user, project_id=found.project_id or "")
+
+    def _check_aksk(self, method: str, raw_path: str, query: list[tuple[str, str]],
+                    headers: Mapping[str, str], body: bytes, authorization: str) -> AuthOutcome:
+        fail = AuthOutcome("aksk", error_code="APIGW.0301", error_detail="verify aksk signature fail")
+        parsed = signing.parse_authorization(authorization)
+        if parsed is None or parsed.access_key not in self.aksk:
+            return fail
+        signed = parsed.signed_headers
+        # The gateway needs the date and host under the signature; a client that leaves them out is refused.
+        if "x-sdk-date" not in signed or "host" not in signed or any(h not in headers for h in signed):
+            return fail
+        try:
+            date = datetime.strptime(headers["x-sdk-date"], signing.DATE_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            return fail
+        if abs((self.clock.now() - date).total_seconds()) > signing.MAX_SKEW_SECONDS:
+            return fail
+        wanted_security = self.security_tokens.get(parsed.access_key)
+        got_security = headers.get("x-security-token")
+        if got_security != wanted_security or (wanted_security and "x-security-token" not in signed):
+            return fail
+        canonical = signing.canonical_request(method, raw_path, query, {h: headers[h] for h in signed},
+                                              signed, body)
+        expected = signing.signature(self.aksk[parsed.access_key],
+                                     signing.string_to_sign(canonical, headers["x-sdk-date"]))
+        if not hmac.compare_digest(expected, parsed.signature):
+            return fail
+        # AK/SK is account-wide; X-Project-Id (signed) says which project the caller means.
+        return AuthOutcome("aksk", identity=parsed.access_key, project_id=headers.get("x-project-id"))
+
+
+def _keystone(status: int, title: str, message: str) -> tuple[int, dict[str, Any], None]:
+    return status, {"error": {"code": status, "message": message, "title": title}}, None
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hex_id(text: str) -> str:
+    """A stable 32-hex id for a name (users, domains, roles have ids like that)."""
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
