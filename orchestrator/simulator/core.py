@@ -174,7 +174,9 @@ class Simulator:
             raise RuntimeError("the simulator is already serving")
         self._server = SimulatorServer((host, port), self)
         bound_host, bound_port = self._server.server_address[:2]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="drs-simulator", daemon=True)
+        # A short poll interval makes stop() prompt (tests start and stop many servers).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="drs-simulator", daemon=True)
         self._thread.start()
         self.url = f"http://{bound_host}:{bound_port}"
         return self.url

@@ -1,0 +1,79 @@
+"""`simulator serve`: the DRS simulator as a standalone HTTP server (attached to the main CLI as a group)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import click
+
+from .core import DEFAULT_PROJECT_ID, Simulator
+from .profiles import load_profile
+
+
+def _credentials_from_env() -> tuple[dict[str, str], dict[str, str], set[tuple[str, str, str]]]:
+    """AK/SK (the SDK's variable names) and an IAM user (the orchestrator's), so one environment serves both."""
+    aksk: dict[str, str] = {}
+    security: dict[str, str] = {}
+    ak, sk = os.environ.get("HUAWEICLOUD_SDK_AK"), os.environ.get("HUAWEICLOUD_SDK_SK")
+    if ak and sk:
+        aksk[ak] = sk
+        token = os.environ.get("HUAWEICLOUD_SDK_SECURITY_TOKEN")
+        if token:
+            security[ak] = token
+    users: set[tuple[str, str, str]] = set()
+    user, password = os.environ.get("DRS_TEARDOWN_IAM_USER"), os.environ.get("DRS_TEARDOWN_IAM_PASSWORD")
+    if user and password:
+        users.add((user, password, os.environ.get("DRS_TEARDOWN_IAM_DOMAIN") or user))
+    return aksk, security, users
+
+
+@click.group(name="simulator")
+def simulator_group() -> None:
+    """The DRS simulator: a strict local stand-in for the DRS v3 API."""
+
+
+@simulator_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--project-id", default=DEFAULT_PROJECT_ID, show_default=True, help="The project id in paths.")
+@click.option("--jobs", "jobs", default=40, show_default=True, type=click.IntRange(0), help="Tasks to seed.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same world.")
+@click.option("--profile", default="calm", show_default=True, help="Profile name (calm, rough, bench, fast) or a .toml file.")
+@click.option("--token", "tokens", multiple=True, help="An X-Auth-Token to accept (repeatable).")
+@click.option("--job-status", default=None, help="Seed every task in this one status (benchmarks).")
+def serve(host: str, port: int, project_id: str, jobs: int, seed: int, profile: str, tokens: tuple[str, ...],
+          job_status: str | None) -> None:
+    """Serve the simulator until SIGINT/SIGTERM; the first line of stdout is `listening on URL`.
+
+    AK/SK pairs come from HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN), an IAM
+    user from DRS_TEARDOWN_IAM_USER / _IAM_PASSWORD / _IAM_DOMAIN.
+    """
+    try:
+        loaded = load_profile(profile)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from exc
+    aksk, security, users = _credentials_from_env()
+    try:
+        sim = Simulator(project_id=project_id, seed=seed, jobs=jobs, profile=loaded, tokens=set(tokens),
+                        aksk=aksk, iam_users=users, security_tokens=security, job_status=job_status)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    with sim.serve(host, port) as url:
+        click.echo(f"listening on {url}")
+        sys.stdout.flush()
+        click.echo(f"project {project_id}, {len(sim.jobs)} tasks (seed {seed}), profile {loaded.name}; "
+                   f"inspect at {url}/_sim/jobs", err=True)
+        while not stop.wait(0.5):
+            pass
+    click.echo("simulator stopped", err=True)
