@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,13 +17,25 @@ AK, SK = "HPUAEXAMPLEAK0000000", "exampleSecretKey0000000000000000000000000"
 IAM_USER = ("alice", "s3cret-Passw0rd", "acme")
 
 
+# Building an httpx client loads the CA bundle (~0.1 s); the simulator is plain HTTP, so share one context.
+_SSL = ssl.create_default_context()
+# One plain client for requests that carry their own headers.
+raw = httpx.Client(timeout=5.0, verify=_SSL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_raw() -> Iterator[None]:
+    yield
+    raw.close()
+
+
 class Api:
     """The four DRS calls over real HTTP with a token (each returns the httpx.Response)."""
 
     def __init__(self, url: str, token: str = TOKEN, project: str = PROJECT) -> None:
         self.url = url
         self.project = project
-        self.http = httpx.Client(base_url=url, timeout=5.0,
+        self.http = httpx.Client(base_url=url, timeout=5.0, verify=_SSL,
                                  headers={"X-Auth-Token": token, "Content-Type": "application/json"})
 
     def post(self, path: str, body: Any, **kw: Any) -> httpx.Response:
