@@ -326,7 +326,7 @@ def test_wrong_password_raises_auth_error_naming_user_and_endpoint_not_the_passw
     assert "HTTP 401" in message and "The username or password is wrong" in message
     assert (error.status_code, error.request_id, error.retryable) == (401, "req-42", False)
     assert (error.user, error.endpoint) == (USER, IAM)
-    assert isinstance(error, CredentialError)
+    assert isinstance(error, CredentialError) and isinstance(error, ConfigError)
     assert not iam.api_requests
 
 

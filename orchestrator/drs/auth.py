@@ -3,8 +3,11 @@
 All three work with httpx.Client and httpx.AsyncClient, and expose ``kind`` and ``identity`` (safe to log and
 store: it never contains a secret, and their ``repr`` shows only it).
 
-    CredentialError      credentials missing, ambiguous or incomplete: fix the configuration
-    └── AuthError        IAM did not issue a token; names the user and endpoint, never the password
+    ConfigError (endpoints.py, a ValueError)
+    └── CredentialError      credentials missing, ambiguous or incomplete: fix the configuration
+        └── AuthError        IAM did not issue a token; names the user and endpoint, never the password
+
+CredentialError is a ConfigError so that the one place that reports configuration problems reports these too.
 
 AK/SK signs a chosen subset of the headers sent (see ``UNSIGNED_HEADERS``): the gateway verifies over the
 headers named in ``SignedHeaders``, so any subset that is sent unchanged verifies.
@@ -24,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from orchestrator.drs import signing
-from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT, check_endpoint_url
+from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT, ConfigError, check_endpoint_url
 from orchestrator.secrets import AUTH_ENV_VARS, mask_access_key
 
 Clock = Callable[[], datetime]
@@ -55,7 +58,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CredentialError(Exception):
+class CredentialError(ConfigError):
     """Credentials missing, ambiguous or incomplete; the message names the settings, never a secret."""
 
 
