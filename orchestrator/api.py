@@ -1,0 +1,156 @@
+"""The programmatic front door: connect, plan, run, resume, work, summarise. The CLI is a thin layer on this."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from orchestrator.clock import Clock, RealClock
+from orchestrator.config import Settings
+from orchestrator.drs.auth import DrsAuth, resolve_credentials
+from orchestrator.drs.client import DrsClient
+from orchestrator.drs.endpoints import ConfigError, check_endpoint_url, resolve_endpoints
+from orchestrator.drs.pacing import Pacer
+from orchestrator.engine import OUTCOMES, Engine, EngineAbort, Snapshot, Tuning, outcome_of
+from orchestrator.planning import Plan, Selection, make_plan
+from orchestrator.store.repo import Context, Event, Store
+
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and as whom to call DRS."""
+
+    endpoint: str
+    project_id: str
+    auth: httpx.Auth | None
+    identity: str
+    verify: bool | str = True
+
+
+def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = None) -> Connection:
+    """Resolve endpoint, project and credentials; every problem is a ConfigError naming the setting."""
+    endpoints = resolve_endpoints(settings.region, settings.endpoint, settings.iam_endpoint)
+    endpoint = check_endpoint_url(endpoints.drs, insecure_http=settings.insecure_http, what="DRS endpoint")
+    if not settings.project_id:
+        raise ConfigError("no project id: set DRS_TEARDOWN_PROJECT_ID (or [drs] project_id in the config file)")
+    auth: DrsAuth = resolve_credentials(env, settings.auth, project_id=settings.project_id,
+                                        region=settings.region, iam_endpoint=endpoints.iam,
+                                        insecure_http=settings.insecure_http)
+    verify: bool | str = settings.ca_bundle or True
+    return Connection(endpoint, settings.project_id, auth, auth.identity, verify)
+
+
+def make_client(conn: Connection, settings: Settings, clock: Clock) -> DrsClient:
+    return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, verify=conn.verify, clock=clock,
+                     pacer=Pacer(clock, rate=settings.rate), max_concurrency=settings.concurrency)
+
+
+def tuning_from(settings: Settings) -> Tuning:
+    if settings.force and settings.no_force:
+        raise ConfigError("--force and --no-force contradict each other: give one")
+    return Tuning(batch_size=settings.batch_size, poll_interval=settings.poll_interval,
+                  max_poll_interval=max(settings.poll_interval, min(60.0, settings.poll_interval * 12)),
+                  stop_timeout=settings.stop_timeout, delete_timeout=settings.delete_timeout,
+                  timeout=settings.timeout, force=settings.force, no_force=settings.no_force,
+                  breakpoint=settings.record_breakpoint)
+
+
+@dataclass
+class RunSummary:
+    """The contract's JSON document."""
+
+    run_id: str
+    exit_code: int
+    counts: dict[str, int]
+    jobs: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "exit_code": self.exit_code, "counts": self.counts, "jobs": self.jobs}
+
+
+def exit_code_for(counts: Mapping[str, int]) -> int:
+    if counts.get("pending"):
+        return EXIT_INTERRUPTED
+    if counts.get("blocked") or counts.get("failed") or counts.get("timed_out"):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def summarize(store: Store, run_id: str) -> RunSummary:
+    jobs = []
+    counts: Counter[str] = Counter()
+    for t in store.tasks(run_id):
+        outcome = outcome_of(t.state)
+        counts[outcome] += 1
+        jobs.append({"job_id": t.job_id, "outcome": outcome, "local_state": t.state.value,
+                     "remote_status": t.last_status, "reason": t.reason, "name": t.name})
+    ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
+    return RunSummary(run_id, exit_code_for(ordered), ordered, jobs)
+
+
+async def plan(client: DrsClient, selection: Selection, endpoint: str, clock: Clock) -> Plan:
+    return await make_plan(client, selection, endpoint=endpoint, now=clock.now())
+
+
+async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *,
+                  fresh: bool = False, wait_for_all: bool = True,
+                  progress: Callable[[Snapshot], None] | None = None,
+                  stop_event: asyncio.Event | None = None) -> RunSummary:
+    """Work the run until done, interrupted or aborted, then record how it ended."""
+    stop_event = stop_event or asyncio.Event()
+    engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
+                    stop_event=stop_event)
+    aborted: EngineAbort | None = None
+    try:
+        await engine.work()
+        # Shared runs: other workers may still hold tasks; wait (bounded by the run deadline) and take over
+        # any whose lease expires.
+        while wait_for_all and engine.shared and not stop_event.is_set() and store.active_count(run_id):
+            deadline = engine.started.timestamp() + tuning.timeout
+            if clock.now().timestamp() >= deadline:
+                break
+            await clock.sleep(min(tuning.lease_seconds / 3, tuning.poll_interval))
+            await engine.work()
+    except EngineAbort as exc:
+        aborted = exc
+    finally:
+        await _record_end(store, ctx, clock, run_id, engine, interrupted=stop_event.is_set() or aborted is not None)
+    if aborted is not None:
+        raise aborted
+    summary = summarize(store, run_id)
+    summary.extra = {"api_calls": engine.calls, "stats": dict(engine.stats), "client": dict(client.stats)}
+    return summary
+
+
+async def _record_end(store: Store, ctx: Context, clock: Clock, run_id: str, engine: Engine, *,
+                      interrupted: bool) -> None:
+    if engine.exchanges:
+        store.record_exchanges(run_id, ctx.worker, engine.exchanges)
+        engine.exchanges = []
+    if engine.shared:
+        store.release(run_id, ctx.worker)
+    now = clock.now()
+    active = store.active_count(run_id)
+    summary = summarize(store, run_id)
+    if active == 0:
+        run = store.run(run_id)
+        if run is not None and run.status != "finished":
+            store.set_run(run_id, status="finished", finished_at=now, exit_code=summary.exit_code)
+            store.append_events(run_id, ctx, [Event(trigger="run_finished", outcome=str(summary.exit_code),
+                                                    detail=f"counts={summary.counts}")], now)
+    elif interrupted:
+        store.set_run(run_id, status="interrupted")
+        store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=f"{active} task(s) pending; "
+                                                "resumable with `drs-teardown resume`")], now)
+
+
+def default_clock() -> Clock:
+    return RealClock()

@@ -1,0 +1,128 @@
+"""One typed settings object from flags > environment > config file > defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.drs.endpoints import ConfigError
+from orchestrator.store.db import DEFAULT_URL
+
+DEFAULT_CONFIG = Path("drs-teardown.toml")
+
+# Environment variables that carry settings (secrets are read by orchestrator.drs.auth).
+ENV = {
+    "endpoint": "DRS_TEARDOWN_ENDPOINT",
+    "project_id": "DRS_TEARDOWN_PROJECT_ID",
+    "region": "DRS_TEARDOWN_REGION",
+    "db": "DRS_TEARDOWN_DB",
+    "iam_endpoint": "DRS_TEARDOWN_IAM_ENDPOINT",
+}
+SECRET_KEYS = frozenset({"token", "iam_password", "secret_key", "security_token"})
+
+
+class Settings(BaseModel):
+    """Everything a command needs; validated once."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    endpoint: str | None = None
+    project_id: str | None = None
+    region: str | None = None
+    iam_endpoint: str | None = None
+    db: str = DEFAULT_URL
+    ca_bundle: str | None = None
+    insecure_http: bool = False
+    rate: float = Field(180.0, gt=0, description="calls per second per API")
+    concurrency: int = Field(16, ge=1, le=256)
+    batch_size: int = Field(100, ge=1, le=1000)
+    poll_interval: float = Field(5.0, gt=0)
+    stop_timeout: float = Field(1800.0, gt=0)
+    delete_timeout: float = Field(600.0, gt=0)
+    timeout: float = Field(6 * 3600.0, gt=0)
+    force: bool = False
+    no_force: bool = False
+    record_breakpoint: bool = False
+    max_targets: int | None = Field(None, ge=1)
+    ticket: str | None = None
+    reason: str | None = None
+    auth: dict[str, str] = Field(default_factory=dict)
+    config_file: str | None = None
+
+    @field_validator("project_id")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        if value is not None and (not value or not value.replace("-", "").isalnum() or len(value) > 64):
+            raise ValueError(f"{value!r} is not a project id (the 32-hex id of the region's project)")
+        return value
+
+
+FILE_SECTIONS = {
+    "drs": {"endpoint", "project_id", "region", "iam_endpoint", "ca_bundle", "insecure_http", "rate",
+            "concurrency"},
+    "database": {"url"},
+    "run": {"batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout", "force", "no_force",
+            "record_breakpoint", "max_targets", "ticket", "reason"},
+    "auth": {"token", "iam_user", "iam_password", "iam_domain", "iam_endpoint", "access_key", "secret_key",
+             "security_token"},
+}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Flatten a TOML config file into settings; unknown keys are errors that name the key."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config {path}: no such file") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from exc
+    out: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in FILE_SECTIONS or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(FILE_SECTIONS)})")
+        for key, value in values.items():
+            if key not in FILE_SECTIONS[section]:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+            if section == "auth":
+                out.setdefault("auth", {})[key] = str(value)
+            elif section == "database":
+                out["db"] = value
+            else:
+                out[key] = value
+    if out.get("auth") and SECRET_KEYS & out["auth"].keys():
+        _check_private(path)
+    return out
+
+
+def _check_private(path: Path) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{path} holds secrets but is readable by others (mode {mode:o}): run chmod 600 {path}")
+
+
+def load_settings(config: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """flags > environment > config file > defaults."""
+    merged: dict[str, Any] = {}
+    path = Path(config) if config else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if path is not None:
+        merged.update(read_config_file(path))
+        merged["config_file"] = str(path)
+    for key, var in ENV.items():
+        if env.get(var):
+            merged[key] = env[var]
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {name}: {first['msg']}") from exc
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)

@@ -1,0 +1,417 @@
+"""The DRS v3 client on httpx: the four calls teardown needs, paging made explicit, per-item results parsed,
+retries on a predicate with full-jitter backoff, every exchange reported to a recorder (never a header)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from orchestrator.clock import Clock, RealClock
+from orchestrator.drs.errors import (
+    THROTTLE_CODES,
+    ApiError,
+    AuthFailure,
+    DrsError,
+    MalformedResponse,
+    OutcomeUnknown,
+    RequestRejected,
+    ServerError,
+    Throttled,
+    TransportFailure,
+)
+from orchestrator.drs.models import (
+    DB_USE_TYPES,
+    ActionItem,
+    BatchDetailResponse,
+    BatchJobsResponse,
+    BatchStatusResponse,
+    ErrorBody,
+    JobDetail,
+    JobInfo,
+    JobListResponse,
+    StatusItem,
+)
+from orchestrator.drs.pacing import Pacer
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+STATUS_CHUNK = 100  # batch-status: a page holds at most 100 results
+DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
+LIST_PAGE = 100
+USER_AGENT = "drs-teardown"
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """One item of a batch answer with the X-Request-Id of the call that carried it."""
+
+    item: T
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class ActionResults:
+    """Per-item results of one batch-jobs call (items missing from the answer are absent here)."""
+
+    items: dict[str, ActionItem]
+    request_id: str | None
+    http_status: int
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP exchange as recorded: never a header value, token or body."""
+
+    api: str
+    method: str
+    path: str
+    http_status: int | None
+    request_id: str | None
+    duration_ms: float
+    job_ids: tuple[str, ...]
+    error_code: str | None
+    attempt: int
+    at: datetime
+
+
+Recorder = Callable[[Exchange], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Full-jitter exponential backoff: sleep U(0, min(cap, base * 2**n)); Retry-After is honoured."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return retry_after + random.uniform(0, self.base)
+        return random.uniform(0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    job_id: str
+    force: bool = False
+    breakpoint: bool = False
+
+
+@dataclass(frozen=True)
+class DeletePermit:
+    """Issued only by the lifecycle guard when the freshest observed status is deletable."""
+
+    job_id: str
+    observed_status: str
+    _token: object = field(repr=False, compare=False, default=None)
+
+
+_PERMIT_TOKEN = object()
+
+
+def issue_permit(job_id: str, observed_status: str) -> DeletePermit:
+    """The one way to make a DeletePermit; called by the lifecycle guard alone."""
+    return DeletePermit(job_id, observed_status, _PERMIT_TOKEN)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class DrsClient:
+    """Async DRS v3 client bound to one project."""
+
+    def __init__(
+        self,
+        base_url: str,
+        project_id: str,
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        clock: Clock | None = None,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+        recorder: Recorder | None = None,
+        max_concurrency: int = 16,
+        language: str = "en-us",
+    ) -> None:
+        self.project_id = project_id
+        self.clock = clock or RealClock()
+        self.pacer = pacer or Pacer(self.clock)
+        self.retry = retry or RetryPolicy()
+        self.recorder = recorder
+        self.stats: Counter[str] = Counter()
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            transport=transport,
+            timeout=timeout,
+            verify=verify,
+            headers={"Content-Type": "application/json", "X-Language": language, "User-Agent": USER_AGENT},
+        )
+
+    async def __aenter__(self) -> DrsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _path(self, suffix: str) -> str:
+        return f"/v3/{self.project_id}/jobs{suffix}"
+
+    # -- transport ------------------------------------------------------------------------------------------
+
+    async def _send_once(self, api: str, method: str, path: str, body: dict[str, Any],
+                         job_ids: tuple[str, ...], attempt: int, destructive: bool) -> httpx.Response:
+        await self.pacer.acquire(api)
+        started = time.perf_counter()
+        at = self.clock.now()
+        response: httpx.Response | None = None
+        error_code: str | None = None
+        try:
+            async with self._sem:
+                response = await self._http.request(method, path, content=json.dumps(body).encode())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never reached the server: safe to retry, destructive or not.
+            self.stats["transport"] += 1
+            error_code = type(exc).__name__
+            raise TransportFailure(f"{api}: cannot connect: {exc}", api=api) from exc
+        except httpx.TransportError as exc:
+            self.stats["transport"] += 1
+            error_code = type(exc).__name__
+            if destructive:
+                raise OutcomeUnknown(f"{api}: no answer after sending ({type(exc).__name__})", api=api) from exc
+            raise TransportFailure(f"{api}: {type(exc).__name__}: {exc}", api=api) from exc
+        finally:
+            if self.recorder is not None:
+                if response is not None and response.status_code >= 400:
+                    error_code = _error_code(response)
+                self.recorder(Exchange(
+                    api=api, method=method, path=path,
+                    http_status=response.status_code if response is not None else None,
+                    request_id=response.headers.get("X-Request-Id") if response is not None else None,
+                    duration_ms=(time.perf_counter() - started) * 1000, job_ids=job_ids,
+                    error_code=error_code, attempt=attempt, at=at,
+                ))
+        return response
+
+    def _raise_for(self, api: str, response: httpx.Response, destructive: bool) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        err = _error_body(response)
+        request_id = response.headers.get("X-Request-Id")
+        detail = f"{api}: HTTP {status} {err.error_code or ''} {err.error_msg or ''}".rstrip()
+        kw: dict[str, Any] = {"code": err.error_code, "http_status": status, "request_id": request_id, "api": api}
+        if status == 429 or err.error_code in THROTTLE_CODES:
+            self.stats["throttled"] += 1
+            retry_after = _retry_after(response)
+            self.pacer.pause(api, retry_after if retry_after is not None else self.retry.base)
+            raise Throttled(detail, retry_after=retry_after, **kw)
+        if status in (401, 403):
+            raise AuthFailure(detail, **kw)
+        if status >= 500:
+            self.stats["server_error"] += 1
+            if destructive:
+                raise OutcomeUnknown(detail, **kw)
+            raise ServerError(detail, **kw)
+        raise RequestRejected(detail, **kw)
+
+    async def _call(self, api: str, method: str, path: str, body: dict[str, Any], job_ids: Iterable[str] = (),
+                    *, destructive: bool = False, accept_400_results: bool = False) -> tuple[httpx.Response, Any]:
+        ids = tuple(job_ids)
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, OutcomeUnknown):
+                return False
+            return isinstance(exc, TransportFailure | ServerError | Throttled)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = exc.retry_after if isinstance(exc, Throttled) else None
+            self.stats["retries"] += 1
+            return self.retry.backoff(state.attempt_number, retry_after)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retryable), wait=wait, stop=stop_after_attempt(self.retry.attempts),
+            sleep=self.clock.sleep, reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                response = await self._send_once(api, method, path, body, ids, attempt.retry_state.attempt_number,
+                                                 destructive)
+                if accept_400_results and response.status_code == 400:
+                    payload = _json(api, response)
+                    if isinstance(payload, dict) and isinstance(payload.get("results"), list) and payload["results"]:
+                        return response, payload
+                self._raise_for(api, response, destructive)
+                return response, _json(api, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- calls ----------------------------------------------------------------------------------------------
+
+    async def list_jobs(self, db_use_type: str, *, status: str | None = None,
+                        engine_type: str | None = None, name: str | None = None) -> list[JobInfo]:
+        """Every job of one db_use_type matching the filters, across all pages."""
+        if db_use_type not in DB_USE_TYPES:
+            raise ValueError(f"db_use_type must be one of {', '.join(DB_USE_TYPES)}, not {db_use_type!r}")
+        jobs: list[JobInfo] = []
+        page = 1
+        while True:
+            body: dict[str, Any] = {"cur_page": page, "per_page": LIST_PAGE, "db_use_type": db_use_type}
+            for key, value in (("status", status), ("engine_type", engine_type), ("name", name)):
+                if value:
+                    body[key] = value
+            _, payload = await self._call("list", "POST", self._path(""), body)
+            parsed = _model("list", JobListResponse, payload)
+            jobs.extend(parsed.jobs)
+            if not parsed.jobs or len(jobs) >= parsed.total_record:
+                return jobs
+            page += 1
+
+    async def batch_status(self, job_ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
+        """Status of each id, ≤100 ids a call with per_page set (the default page is 5)."""
+        return await self.status_chunk(job_ids) if len(job_ids) <= STATUS_CHUNK else _merge(
+            await asyncio.gather(*(self.status_chunk(c) for c in _chunks(job_ids, STATUS_CHUNK))))
+
+    async def status_chunk(self, ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
+        """One batch-status call for ≤100 ids."""
+        ids = list(ids)
+        body = {"jobs": ids, "page_req": {"cur_page": 1, "per_page": len(ids)}}
+        response, payload = await self._call("batch-status", "POST", self._path("/batch-status"), body, ids,
+                                             accept_400_results=True)
+        parsed = _model("batch-status", BatchStatusResponse, payload)
+        _check_ids("batch-status", ids, [r.id for r in parsed.results])
+        rid = response.headers.get("X-Request-Id")
+        return {r.id: Answer(r, rid) for r in parsed.results}
+
+    async def batch_detail(self, job_ids: Sequence[str]) -> dict[str, Answer[JobDetail]]:
+        """Details of each id, ≤10 ids a call; unknown ids come back as items with an error_code."""
+        return _merge(await asyncio.gather(*(self._detail_chunk(c) for c in _chunks(job_ids, DETAIL_CHUNK))))
+
+    async def _detail_chunk(self, ids: list[str]) -> dict[str, Answer[JobDetail]]:
+        body = {"jobs": ids, "page_req": {"cur_page": 1, "per_page": len(ids)}}
+        response, payload = await self._call("batch-detail", "POST", self._path("/batch-detail"), body, ids,
+                                             accept_400_results=True)
+        parsed = _model("batch-detail", BatchDetailResponse, payload)
+        _check_ids("batch-detail", ids, [r.id for r in parsed.results])
+        rid = response.headers.get("X-Request-Id")
+        return {r.id: Answer(r, rid) for r in parsed.results}
+
+    async def stop(self, requests: Sequence[StopRequest]) -> ActionResults:
+        """terminate / force_terminate, one batch-jobs call."""
+        jobs: list[dict[str, Any]] = []
+        for r in requests:
+            item: dict[str, Any] = {"delete_type": "force_terminate" if r.force else "terminate", "job_id": r.job_id}
+            if r.breakpoint:
+                item["is_show_breakpoint_position"] = True
+            jobs.append(item)
+        return await self._batch_jobs(jobs)
+
+    async def delete(self, permits: Sequence[DeletePermit]) -> ActionResults:
+        """delete, one batch-jobs call; only with permits from the lifecycle guard."""
+        for permit in permits:
+            if not isinstance(permit, DeletePermit) or permit._token is not _PERMIT_TOKEN:
+                raise TypeError("delete needs DeletePermits issued by the lifecycle guard")
+        return await self._batch_jobs([{"delete_type": "delete", "job_id": p.job_id} for p in permits])
+
+    async def _batch_jobs(self, jobs: list[dict[str, Any]]) -> ActionResults:
+        ids = [j["job_id"] for j in jobs]
+        response, payload = await self._call("batch-jobs", "DELETE", self._path("/batch-jobs"), {"jobs": jobs}, ids,
+                                      destructive=True, accept_400_results=True)
+        parsed = _model("batch-jobs", BatchJobsResponse, payload)
+        _check_ids("batch-jobs", ids, [r.id for r in parsed.results])
+        return ActionResults({r.id: r for r in parsed.results}, response.headers.get("X-Request-Id"),
+                             response.status_code)
+
+
+def _merge(parts: Iterable[dict[str, Answer[T]]]) -> dict[str, Answer[T]]:
+    merged: dict[str, Answer[T]] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _json(api: str, response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedResponse(f"{api}: HTTP {response.status_code} with a body that is not JSON",
+                                http_status=response.status_code, api=api,
+                                request_id=response.headers.get("X-Request-Id")) from exc
+
+
+def _error_body(response: httpx.Response) -> ErrorBody:
+    try:
+        return ErrorBody.parse_any(response.json())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ErrorBody()
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    return _error_body(response).error_code or f"HTTP{response.status_code}"
+
+
+def _model(api: str, model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MalformedResponse(f"{api}: malformed response ({where}: {first['msg']})", api=api) from exc
+
+
+def _check_ids(api: str, asked: list[str], got: list[str]) -> None:
+    unexpected = set(got) - set(asked)
+    if unexpected or len(got) != len(set(got)):
+        raise MalformedResponse(f"{api}: response names ids that were not asked for or repeats one", api=api)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ApiError",
+    "DeletePermit",
+    "DrsClient",
+    "ActionResults",
+    "Answer",
+    "DrsError",
+    "Exchange",
+    "RetryPolicy",
+    "StopRequest",
+    "issue_permit",
+]

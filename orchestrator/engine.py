@@ -1,0 +1,603 @@
+"""The reconcile loop: observe, stop, poll, delete — batched, paced, deadline-bound, intent before action.
+
+Every destructive request is preceded by a committed intent (the task enters `stopping` or `deleting` and its
+audit record is written in the same transaction). A task found in an intent state whose outcome is unknown
+(a crash, a lost response) is reconciled by reading its remote status, and re-sent at most once per unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import random
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.clock import Clock
+from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest
+from orchestrator.drs.errors import AuthFailure, DrsError, ErrorClass, MalformedResponse, classify_code
+from orchestrator.drs.models import ActionItem, StatusItem
+from orchestrator.drs.statuses import NOT_FOUND_CODES, RELEASE_FAILED, StatusClass, classify
+from orchestrator.lifecycle import TERMINAL, GuardRefused, InvalidTransition, Lifecycle, Step, TaskModel
+from orchestrator.lifecycle import TaskState as S
+from orchestrator.planning import Action, Plan
+from orchestrator.store.models import Run, Task
+from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
+
+OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
+MAX_RESENDS = 3  # unknown outcomes a task may be re-sent for before it is failed
+MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
+
+
+class EngineAbort(Exception):
+    """The run cannot go on (credentials refused, ...); it stays resumable."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The knobs of a run; every wait has a deadline."""
+
+    batch_size: int = 100
+    poll_interval: float = 5.0
+    max_poll_interval: float = 60.0
+    stop_timeout: float = 1800.0
+    delete_timeout: float = 600.0
+    timeout: float = 6 * 3600.0
+    force: bool = False
+    no_force: bool = False
+    breakpoint: bool = False
+    terminate_attempts: int = 2  # plain terminates before escalating to force_terminate
+    lease_seconds: float = 30.0
+    claim_size: int = 5000
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def actor_info(credential: str | None) -> dict[str, Any]:
+    """Who acts: OS user, host, tool version, credential identity (never the secret)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"os_user": user, "host": socket.gethostname(), "tool": f"drs-teardown {__version__}",
+            "credential": credential or "none"}
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def outcome_of(state: S) -> str:
+    return state.value if state in TERMINAL else "pending"
+
+
+@dataclass
+class Work:
+    """A task as the loop sees it: the lifecycle model plus scheduling."""
+
+    model: TaskModel
+    planned_action: str
+    phase_started: datetime
+    next_check: datetime
+    observe: bool = True  # the next step is reading its status
+    stop_attempts: int = 0
+    forced: bool = False
+    busy_retries: int = 0
+    rejections: int = 0
+    resends: int = 0
+    unchanged_polls: int = 0
+    reason: str | None = None
+    error_code: str | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.model.job_id
+
+    @property
+    def state(self) -> S:
+        return self.model.state
+
+
+@dataclass
+class Snapshot:
+    """Progress, for the renderer."""
+
+    counts: Counter[str]
+    waiting: Counter[str]
+    total: int
+    started: datetime
+    now: datetime
+    calls: int
+    done_recent: list[str] = field(default_factory=list)
+
+
+def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datetime, *, consent: str,
+              plan_hash: str | None = None, selection: dict[str, Any] | None = None) -> str:
+    """Record a run, its tasks (pending / skipped / blocked per the plan) and their first records."""
+    run_id = uuid.uuid4().hex
+    lifecycle = Lifecycle()
+    run = Run(id=run_id, created_at=now, finished_at=None, status="running", project_id=plan.project_id,
+              endpoint=plan.endpoint, selection=selection or plan.selection.to_dict(), options=tuning.to_dict(),
+              actor=ctx.actor, ticket=ctx.ticket, reason=ctx.reason, consent=consent, plan_hash=plan_hash,
+              exit_code=None, deadline_at=now + timedelta(seconds=tuning.timeout), head_hash="")
+    tasks: list[Task] = []
+    events: list[Event] = [Event(trigger="run_started", detail=f"consent={consent}; plan={plan.hash}; "
+                                 f"targets={len(plan.items)}; counts={plan.counts()}")]
+    for item in plan.items:
+        model = TaskModel(item.job_id, last_status=item.status)
+        events.append(Event(trigger="plan", job_id=item.job_id, to_state=S.PENDING.value,
+                            remote_status=item.status, detail=f"{item.action.value}: {item.reason}"))
+        if item.action is Action.SKIP:
+            events.append(Event.of(lifecycle.fire(model, "skip"), detail=item.reason))
+        elif item.action is Action.BLOCK:
+            events.append(Event.of(lifecycle.fire(model, "block"), detail=item.reason))
+        tasks.append(Task(run_id=run_id, job_id=item.job_id, name=item.name, db_use_type=item.db_use_type,
+                          engine_type=item.engine_type, parent_job_id=item.parent_job_id, order_id=item.order_id,
+                          planned_action=item.action.value, plan_status=item.status, state=model.state,
+                          last_status=item.status, last_observed_at=now,
+                          reason=item.reason if model.state in TERMINAL else None, stop_attempts=0, forced=False,
+                          busy_retries=0, resends=0, phase_started_at=now, next_check_at=now,
+                          unchanged_polls=0, updated_at=now))
+    store.create_run(run, tasks, ctx, events, now)
+    return run_id
+
+
+class Engine:
+    """Works the active tasks of one run until none is left, a deadline passes or it is told to stop."""
+
+    def __init__(self, store: Store, client: DrsClient, ctx: Context, tuning: Tuning, clock: Clock, run_id: str,
+                 *, fresh: bool = False, shared: bool | None = None,
+                 progress: Callable[[Snapshot], None] | None = None,
+                 stop_event: asyncio.Event | None = None) -> None:
+        self.store, self.client, self.ctx, self.tuning, self.clock = store, client, ctx, tuning, clock
+        self.run_id = run_id
+        self.lifecycle = Lifecycle()
+        self.fresh = fresh
+        self.shared = store.is_postgres if shared is None else shared
+        self.progress = progress
+        self.stop_event = stop_event or asyncio.Event()
+        self.work_items: dict[str, Work] = {}
+        self.exchanges: list[Exchange] = []
+        self.calls = 0
+        self.stats: Counter[str] = Counter()
+        self.started = clock.now()
+        self._last_heartbeat = self.started
+        self._total = 0
+        self.abort: EngineAbort | None = None
+        client.recorder = self._record_exchange
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+
+    def _record_exchange(self, ex: Exchange) -> None:
+        self.calls += 1
+        self.exchanges.append(ex)
+
+    def _commit(self, changes: Sequence[Change]) -> None:
+        exchanges, self.exchanges = self.exchanges, []
+        try:
+            self.store.apply(self.run_id, self.ctx, changes, exchanges, self.clock.now(), check_lease=self.shared)
+        except LeaseLost:
+            # Our lease lapsed and another worker took a task: drop everything and re-claim from the store.
+            self.stats["lease_lost"] += 1
+            self.work_items.clear()
+            self._claim()
+            raise
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is None:
+            return
+        counts: Counter[str] = Counter()
+        waiting: Counter[str] = Counter()
+        for w in self.work_items.values():
+            counts[w.state.value] += 1
+            if w.state not in TERMINAL and w.model.last_status:
+                waiting[w.model.last_status] += 1
+        self.progress(Snapshot(counts, waiting, self._total, self.started, self.clock.now(), self.calls))
+
+    def _claim(self) -> int:
+        now = self.clock.now()
+        rows = self.store.claim(self.run_id, self.ctx.worker, now, timedelta(seconds=self.tuning.lease_seconds),
+                                self.tuning.claim_size, ignore_leases=not self.shared)
+        added = 0
+        for t in rows:
+            if t.job_id in self.work_items and self.work_items[t.job_id].state not in TERMINAL:
+                continue
+            fresh = self.fresh and t.state is S.PENDING and t.planned_action == Action.STOP_THEN_DELETE.value
+            fresh_delete = self.fresh and t.state is S.PENDING and t.planned_action == Action.DELETE.value
+            w = Work(model=TaskModel(t.job_id, t.state, t.last_status), planned_action=t.planned_action,
+                     phase_started=t.phase_started_at or now, next_check=now, observe=not (fresh or fresh_delete),
+                     stop_attempts=t.stop_attempts, forced=t.forced, busy_retries=t.busy_retries,
+                     resends=t.resends, unchanged_polls=t.unchanged_polls, reason=t.reason, error_code=t.error_code)
+            self.work_items[t.job_id] = w
+            added += 1
+        self.fresh = False
+        self._total = max(self._total, len(self.work_items))
+        return added
+
+    def _change(self, w: Work, trigger: str | None = None, *, detail: str | None = None,
+                error_code: str | None = None, request_id: str | None = None, step: Step | None = None,
+                **fields: Any) -> Change:
+        """Fire `trigger` (if any; or take an already fired `step`) and build the row update and audit event."""
+        values: dict[str, Any] = dict(fields)
+        event = None
+        if trigger is not None and step is None:
+            step = self.lifecycle.fire(w.model, trigger)
+        if step is not None:
+            if detail is not None:
+                w.reason = detail
+            if error_code is not None:
+                w.error_code = error_code
+            event = Event.of(step, error_code=error_code, request_ids=(request_id,) if request_id else (),
+                             detail=detail)
+            values.setdefault("reason", w.reason)
+            values.setdefault("error_code", w.error_code)
+        values.update(state=w.model.state, last_status=w.model.last_status, stop_attempts=w.stop_attempts,
+                      forced=w.forced, busy_retries=w.busy_retries, resends=w.resends,
+                      unchanged_polls=w.unchanged_polls, phase_started_at=w.phase_started, next_check_at=w.next_check)
+        return Change(w.job_id, values, event)
+
+    def _active(self) -> list[Work]:
+        return [w for w in self.work_items.values() if w.state not in TERMINAL]
+
+    def _interval(self, w: Work) -> float:
+        return min(self.tuning.max_poll_interval, self.tuning.poll_interval * (1.5 ** w.unchanged_polls))
+
+    def _backoff(self, attempts: int) -> float:
+        cap = min(self.tuning.max_poll_interval, self.tuning.poll_interval * (2 ** min(attempts, 10)))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    async def work(self) -> None:
+        """Run until this worker has nothing left (or is stopped); raises EngineAbort on a fatal error."""
+        await self._work()
+        if self.abort is not None:
+            raise self.abort
+
+    async def _work(self) -> None:
+        self._claim()
+        self._report()
+        while not self.stop_event.is_set():
+            now = self.clock.now()
+            self._enforce_deadlines(now)
+            if self.shared:
+                self._heartbeat(now)
+            due = [w for w in self._active() if w.observe and w.next_check <= now]
+            try:
+                if due:
+                    await self._observe(due)
+                if self.stop_event.is_set():
+                    break
+                stops = [w for w in self._active() if not w.observe and w.next_check <= self.clock.now()
+                         and (w.state is S.STOPPING or self.lifecycle.may(w.model, "stop"))]
+                if stops:
+                    await self._stop(stops)
+                if self.stop_event.is_set():
+                    break
+                ready = [w for w in self._active() if not w.observe and w.state is S.PENDING
+                         and self.lifecycle.may(w.model, "released")]
+                if ready:
+                    now = self.clock.now()
+                    for w in ready:
+                        w.phase_started = now
+                    self._commit([self._change(w, "released", detail=f"{w.model.last_status} observed at plan")
+                                  for w in ready])
+                deletes = [w for w in self._active() if not w.observe and w.state in (S.DELETABLE, S.DELETING)]
+                if deletes:
+                    await self._delete(deletes)
+            except LeaseLost:
+                continue
+            if not self._active():
+                if self.shared and self._claim():
+                    continue
+                return
+            await self._sleep()
+
+    def _heartbeat(self, now: datetime) -> None:
+        if (now - self._last_heartbeat).total_seconds() >= self.tuning.lease_seconds / 3:
+            self.store.heartbeat(self.run_id, self.ctx.worker, now, timedelta(seconds=self.tuning.lease_seconds))
+            self._last_heartbeat = now
+
+    async def _sleep(self) -> None:
+        now = self.clock.now()
+        active = self._active()
+        wake = min((w.next_check for w in active), default=now)
+        deadlines = [self._deadline(w) for w in active]
+        wake = min([wake, *deadlines])
+        delay = max(0.0, min((wake - now).total_seconds(), self.tuning.max_poll_interval))
+        if self.shared:
+            delay = min(delay, self.tuning.lease_seconds / 3)
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (sleeper, stopper):
+            t.cancel()
+
+    def _deadline(self, w: Work) -> datetime:
+        phase = self.tuning.delete_timeout if w.state in (S.DELETABLE, S.DELETING) else self.tuning.stop_timeout
+        run_deadline = self.started + timedelta(seconds=self.tuning.timeout)
+        return min(w.phase_started + timedelta(seconds=phase), run_deadline)
+
+    def _enforce_deadlines(self, now: datetime) -> None:
+        changes = []
+        for w in self._active():
+            if now >= self._deadline(w):
+                phase = "delete" if w.state in (S.DELETABLE, S.DELETING) else "stop"
+                limit = self.tuning.delete_timeout if phase == "delete" else self.tuning.stop_timeout
+                whole = self.started + timedelta(seconds=self.tuning.timeout) <= now
+                why = (f"run timeout ({self.tuning.timeout:g}s) passed" if whole
+                       else f"{phase}-timeout ({limit:g}s) passed")
+                changes.append(self._change(w, "time_out", detail=f"{why}; last status {w.model.last_status}"))
+        if changes:
+            self._commit(changes)
+
+    # -- observe ------------------------------------------------------------------------------------------------
+
+    async def _observe(self, due: list[Work]) -> None:
+        due.sort(key=lambda w: (w.phase_started, w.job_id))
+        chunk = 100
+        first, rest = due[:chunk], due[chunk:]
+        changed = await self._observe_chunks([first])
+        if rest:
+            if changed or any(w.state in (S.STOPPING, S.DELETING, S.PENDING) for w in rest):
+                await self._observe_chunks([rest[i : i + chunk] for i in range(0, len(rest), chunk)])
+            else:
+                # The oldest waiters have not moved: the younger ones will not have either. Skip a round.
+                now = self.clock.now()
+                for w in rest:
+                    w.unchanged_polls += 1
+                    w.next_check = now + timedelta(seconds=self._interval(w))
+                self.stats["polls_skipped"] += len(rest)
+
+    async def _observe_chunks(self, chunks: list[list[Work]]) -> bool:
+        results = await asyncio.gather(*(self._status(c) for c in chunks), return_exceptions=True)
+        changes: list[Change] = []
+        any_changed = False
+        now = self.clock.now()
+        for works, result in zip(chunks, results, strict=True):
+            if isinstance(result, AuthFailure):
+                self.abort = EngineAbort(f"credentials refused: {result.message}")
+                self.stop_event.set()
+                continue
+            if isinstance(result, MalformedResponse):
+                for w in works:
+                    changes.append(self._change(w, "block", detail=f"unreadable answer: {result.message}"))
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, DrsError):
+                    raise result
+                self.stats[f"observe_error:{type(result).__name__}"] += 1
+                for w in works:
+                    w.next_check = now + timedelta(seconds=self._backoff(w.unchanged_polls + 1))
+                continue
+            chunk_changed = False
+            for w in works:
+                answer = result.get(w.job_id)
+                before = w.model.last_status
+                if answer is None:
+                    changes.append(self._change(w, "block", detail="batch-status did not return it"))
+                    continue
+                changes.extend(self._apply_status(w, answer[0], answer[1], now))
+                if w.model.last_status != before or w.state in TERMINAL:
+                    chunk_changed = True
+            if chunk_changed:
+                any_changed = True
+                for w in works:  # progress in this cohort: expect more soon
+                    if w.state not in TERMINAL and w.observe and w.unchanged_polls:
+                        w.unchanged_polls = 0
+                        w.next_check = min(w.next_check, now + timedelta(seconds=self.tuning.poll_interval))
+        if changes:
+            self._commit(changes)
+        return any_changed
+
+    async def _status(self, works: list[Work]) -> dict[str, tuple[StatusItem, str | None]]:
+        answers = await self.client.status_chunk([w.job_id for w in works])
+        return {k: (a.item, a.request_id) for k, a in answers.items()}
+
+    def _apply_status(self, w: Work, item: StatusItem, request_id: str | None, now: datetime) -> list[Change]:
+        """Decide what one observation means; pure bookkeeping, no I/O."""
+        previous = w.model.last_status
+        if item.error_code in NOT_FOUND_CODES or item.status == "DELETED":
+            w.model.last_status = item.status or previous
+            if w.state is S.DELETING:
+                return [self._change(w, "deleted", detail="read back deleted after our delete",
+                                     error_code=item.error_code, request_id=request_id, last_observed_at=now)]
+            return [self._change(w, "vanished", detail="gone without a delete from this run",
+                                 error_code=item.error_code, request_id=request_id, last_observed_at=now)]
+        if item.error_code:
+            return [self._change(w, "block", detail=f"status unreadable: {item.error_code} {item.error_message or ''}"
+                                 .strip(), error_code=item.error_code, request_id=request_id)]
+        w.model.last_status = item.status
+        cls = classify(item.status)
+        moved = item.status != previous
+        w.unchanged_polls = 0 if moved else w.unchanged_polls + 1
+        w.next_check = now + timedelta(seconds=self._interval(w))
+        if cls is StatusClass.UNKNOWN:
+            return [self._change(w, "block", detail=f"unknown status {item.status!r}: not acting on it",
+                                 request_id=request_id)]
+        state = w.state
+        if cls is StatusClass.DELETABLE:
+            if state is S.DELETING:
+                return self._reconcile_delete(w, request_id)
+            w.observe = False
+            if state is S.DELETABLE:
+                return [self._change(w, last_observed_at=now)]
+            w.phase_started = now
+            return [self._change(w, "released", detail=f"{item.status} observed", request_id=request_id,
+                                 last_observed_at=now)]
+        if state is S.DELETABLE or state is S.DELETING:
+            # It was deletable and is not any more: start over from an observation.
+            return [self._change(w, "requeue", detail=f"status moved to {item.status}", request_id=request_id)]
+        if cls is StatusClass.WAIT:
+            if state is S.STOPPING:
+                return [self._change(w, "stop_accepted", detail=f"{item.status}: the stop is taking effect",
+                                     request_id=request_id)]
+            return [self._change(w, last_observed_at=now)] if moved else []
+        # Stoppable or RELEASE_RESOURCE_FAILED: the next step is a stop.
+        if state is S.STOPPING:
+            return self._reconcile_stop(w, request_id)
+        if cls is StatusClass.RELEASE_FAILED and state is S.RELEASING and not self._may_escalate(w):
+            return [self._change(w, "fail", detail=self._no_force_reason(w), request_id=request_id)]
+        w.observe = False
+        w.next_check = now
+        return [self._change(w, last_observed_at=now)] if moved else []
+
+    def _reconcile_stop(self, w: Work, request_id: str | None) -> list[Change]:
+        """In `stopping` with an unknown outcome and still stoppable: re-send once."""
+        if w.resends >= MAX_RESENDS:
+            return [self._change(w, "fail", detail=f"stop outcome unknown {w.resends} times; giving up",
+                                 request_id=request_id)]
+        # The `resend` intent is recorded when the stop goes out (see _stop).
+        w.resends += 1
+        w.observe = False
+        w.next_check = self.clock.now()
+        return [self._change(w, last_observed_at=self.clock.now())]
+
+    def _reconcile_delete(self, w: Work, request_id: str | None) -> list[Change]:
+        """In `deleting` with an unknown outcome and still deletable: re-send once (the guard checks again)."""
+        if w.resends >= MAX_RESENDS:
+            return [self._change(w, "fail", detail=f"delete outcome unknown {w.resends} times; giving up",
+                                 request_id=request_id)]
+        # The guarded `redelete` intent is recorded when the delete goes out (see _delete).
+        w.resends += 1
+        w.observe = False
+        return [self._change(w, last_observed_at=self.clock.now())]
+
+    def _may_escalate(self, w: Work) -> bool:
+        return w.stop_attempts < self.tuning.terminate_attempts or not self.tuning.no_force
+
+    def _no_force_reason(self, w: Work) -> str:
+        return (f"{RELEASE_FAILED} after {w.stop_attempts} terminate(s); --no-force forbids force_terminate")
+
+    # -- stop ---------------------------------------------------------------------------------------------------
+
+    async def _stop(self, works: list[Work]) -> None:
+        intents: list[Change] = []
+        requests: dict[str, StopRequest] = {}
+        for w in works:
+            force = self.tuning.force or (
+                w.model.last_status == RELEASE_FAILED and w.stop_attempts >= self.tuning.terminate_attempts
+                and not self.tuning.no_force)
+            kind = "force_terminate" if force else "terminate"
+            if w.state is S.STOPPING:
+                trigger, why = "resend", f"reconcile: outcome unknown, {kind} sent once more"
+            elif w.state is S.RELEASING:
+                trigger, why = "stop", f"{RELEASE_FAILED}: {kind} (attempt {w.stop_attempts + 1})"
+            else:
+                trigger, why = "stop", f"{kind}: {w.model.last_status} must be stopped first"
+            try:
+                intents.append(self._change(w, trigger, detail=why))
+            except (GuardRefused, InvalidTransition):
+                w.observe = True
+                continue
+            w.forced = w.forced or force
+            w.stop_attempts += 1
+            intents[-1].fields.update(stop_attempts=w.stop_attempts, forced=w.forced)
+            requests[w.job_id] = StopRequest(w.job_id, force=force, breakpoint=self.tuning.breakpoint)
+        if not intents:
+            return
+        self._commit(intents)  # intent before action
+        batches = _batches(list(requests.values()), self.tuning.batch_size)
+        results = await asyncio.gather(*(self.client.stop(b) for b in batches), return_exceptions=True)
+        changes: list[Change] = []
+        for batch, result in zip(batches, results, strict=True):
+            for req in batch:
+                changes.extend(self._after_action(self.work_items[req.job_id], result, "stop"))
+        self._commit(changes)
+
+    # -- delete -------------------------------------------------------------------------------------------------
+
+    async def _delete(self, works: list[Work]) -> None:
+        intents: list[Change] = []
+        permitted: list[tuple[Work, DeletePermit]] = []
+        for w in works:
+            resend = w.state is S.DELETING
+            try:
+                step, permit = self.lifecycle.delete(w.model)  # the guard
+            except (GuardRefused, InvalidTransition):
+                w.observe = True
+                continue
+            why = ("reconcile: outcome unknown, delete sent once more" if resend
+                   else f"delete: {w.model.last_status} is deletable")
+            intents.append(self._change(w, step=step, detail=why))
+            permitted.append((w, permit))
+        if not intents:
+            return
+        self._commit(intents)  # intent before action
+        batches = _batches(permitted, self.tuning.batch_size)
+        results = await asyncio.gather(*(self.client.delete([p for _, p in b]) for b in batches),
+                                       return_exceptions=True)
+        changes: list[Change] = []
+        for batch, result in zip(batches, results, strict=True):
+            for w, _ in batch:
+                changes.extend(self._after_action(w, result, "delete"))
+        self._commit(changes)
+
+    # -- results ------------------------------------------------------------------------------------------------
+
+    def _after_action(self, w: Work, result: Any, kind: str) -> list[Change]:
+        now = self.clock.now()
+        if isinstance(result, AuthFailure):
+            w.observe, w.next_check = True, now
+            self.stop_event.set()
+            self.abort = EngineAbort(f"credentials refused: {result.message}")
+            return []
+        if isinstance(result, BaseException):
+            if not isinstance(result, DrsError):
+                raise result
+            # Unknown or failed as a whole: stay in the intent state and reconcile from an observation.
+            self.stats[f"{kind}_unknown"] += 1
+            w.observe, w.next_check = True, now + timedelta(seconds=min(self.tuning.poll_interval, 5.0))
+            return [self._change(w, error_code=result.code or type(result).__name__)]
+        item: ActionItem | None = result.items.get(w.job_id)
+        rid = result.request_id
+        if item is None:
+            w.observe, w.next_check = True, now
+            return [self._change(w, detail=f"{kind}: the answer did not list this task")]
+        if item.status == "success":
+            w.busy_retries = 0
+            if kind == "delete":
+                return [self._change(w, "deleted", detail="delete accepted", request_id=rid)]
+            w.observe, w.next_check = True, now + timedelta(seconds=self.tuning.poll_interval)
+            w.unchanged_polls = 0
+            return [self._change(w, "stop_accepted", detail="stop accepted", request_id=rid)]
+        code = item.error_code
+        message = f"{kind} refused: {code} {item.error_msg or ''}".strip()
+        cls = classify_code(code)
+        if cls is ErrorClass.GONE:
+            trigger = "deleted" if kind == "delete" else "vanished"
+            return [self._change(w, trigger, detail=message, error_code=code, request_id=rid)]
+        if cls in (ErrorClass.BUSY, ErrorClass.RETRYABLE):
+            w.busy_retries += 1
+            self.stats["busy"] += 1
+            w.observe, w.next_check = True, now + timedelta(seconds=self._backoff(w.busy_retries))
+            return [self._change(w, "requeue", detail=message, error_code=code, request_id=rid)]
+        if code == "DRS.M00308":
+            return [self._change(w, "block", detail=f"{message} (dual-active DR child: act on its parent)",
+                                 error_code=code, request_id=rid)]
+        if code == "DRS.M00304" and w.rejections < MAX_REJECTIONS:
+            w.rejections += 1
+            w.observe, w.next_check = True, now + timedelta(seconds=self.tuning.poll_interval)
+            return [self._change(w, "requeue", detail=f"{message}; reading the status again",
+                                 error_code=code, request_id=rid)]
+        return [self._change(w, "fail", detail=message, error_code=code, request_id=rid)]
+
+
+def _batches(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,169 @@
+"""The local lifecycle of a task in a run: one shared `transitions` Machine, one table, one guard.
+
+`stopping` and `deleting` are intents: the transition is committed before the request is sent, so after a
+crash a task found there is reconciled by reading its remote status, never blindly re-sent.
+The guard: `delete` fires only when the freshest observed remote status is deletable; the DeletePermit it
+yields is the only thing the client accepts for a delete.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from transitions import EventData, Machine, MachineError
+
+from orchestrator.drs.client import DeletePermit, issue_permit
+from orchestrator.drs.statuses import DELETABLE, RELEASE_FAILED, STOPPABLE
+
+
+class TaskState(enum.Enum):
+    """Local states; the last five are terminal."""
+
+    PENDING = "pending"
+    STOPPING = "stopping"
+    RELEASING = "releasing"
+    DELETABLE = "deletable"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+S = TaskState
+TERMINAL: frozenset[TaskState] = frozenset({S.DELETED, S.SKIPPED, S.BLOCKED, S.FAILED, S.TIMED_OUT})
+ACTIVE: tuple[TaskState, ...] = tuple(s for s in TaskState if s not in TERMINAL)
+INTENTS: frozenset[TaskState] = frozenset({S.STOPPING, S.DELETING})
+
+
+def _status_deletable(event: EventData) -> bool:
+    return getattr(event.model, "last_status", None) in DELETABLE
+
+
+def _status_stoppable(event: EventData) -> bool:
+    status = getattr(event.model, "last_status", None)
+    return status in STOPPABLE or status == RELEASE_FAILED
+
+
+# The one table: the machine, the README diagram and the tests are all derived from it.
+TRANSITIONS: list[dict[str, Any]] = [
+    {"trigger": "stop", "source": [S.PENDING, S.RELEASING], "dest": S.STOPPING, "conditions": [_status_stoppable],
+     "doc": "intent: terminate (or force_terminate) is about to be sent"},
+    {"trigger": "stop_accepted", "source": S.STOPPING, "dest": S.RELEASING,
+     "doc": "the service accepted the stop, or is already releasing"},
+    {"trigger": "released", "source": [S.PENDING, S.STOPPING, S.RELEASING], "dest": S.DELETABLE,
+     "conditions": [_status_deletable], "doc": "a deletable status was observed"},
+    {"trigger": "delete", "source": S.DELETABLE, "dest": S.DELETING, "conditions": [_status_deletable],
+     "doc": "THE GUARD: intent to delete, only on a freshly observed deletable status"},
+    {"trigger": "deleted", "source": S.DELETING, "dest": S.DELETED,
+     "doc": "delete accepted, or the task read back DELETED / not found after our delete"},
+    {"trigger": "resend", "source": S.STOPPING, "dest": "=", "conditions": [_status_stoppable],
+     "doc": "reconcile: the stop's outcome was unknown and the task is still stoppable; sent once more"},
+    {"trigger": "redelete", "source": S.DELETING, "dest": "=", "conditions": [_status_deletable],
+     "doc": "reconcile: the delete's outcome was unknown and the task is still deletable; sent once more"},
+    {"trigger": "requeue", "source": [S.STOPPING, S.RELEASING, S.DELETABLE, S.DELETING], "dest": S.PENDING,
+     "doc": "rejected as busy or the status moved: observe again before acting"},
+    {"trigger": "vanished", "source": [S.PENDING, S.STOPPING, S.RELEASING, S.DELETABLE], "dest": S.SKIPPED,
+     "doc": "gone (DELETED or not found) without a delete from this run"},
+    {"trigger": "skip", "source": S.PENDING, "dest": S.SKIPPED, "doc": "plan: already gone or not found"},
+    {"trigger": "block", "source": list(ACTIVE), "dest": S.BLOCKED,
+     "doc": "needs an operator: yearly/monthly order, dual-active child, unknown status, unreadable answer"},
+    {"trigger": "fail", "source": list(ACTIVE), "dest": S.FAILED, "doc": "the service refused for good"},
+    {"trigger": "time_out", "source": list(ACTIVE), "dest": S.TIMED_OUT, "doc": "a deadline passed"},
+]
+TRIGGERS: tuple[str, ...] = tuple(t["trigger"] for t in TRANSITIONS)
+
+
+class GuardRefused(Exception):
+    """A trigger's condition did not hold (for `delete`: the last observed status is not deletable)."""
+
+
+class InvalidTransition(Exception):
+    """A trigger that is not allowed from the task's current state."""
+
+
+@dataclass
+class TaskModel:
+    """What the machine needs of a task: its state and the freshest remote status."""
+
+    job_id: str
+    state: TaskState = S.PENDING
+    last_status: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One fired transition, ready to be recorded."""
+
+    job_id: str
+    trigger: str
+    source: TaskState
+    dest: TaskState
+    remote_status: str | None
+
+
+def _machine_table() -> list[dict[str, Any]]:
+    return [{k: v for k, v in t.items() if k != "doc"} for t in TRANSITIONS]
+
+
+class Lifecycle:
+    """Fires triggers on task models through one shared Machine; no I/O, no callbacks with side effects."""
+
+    def __init__(self) -> None:
+        self.machine = Machine(
+            model=None,
+            states=TaskState,
+            transitions=_machine_table(),
+            initial=S.PENDING,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=False,
+        )
+
+    def fire(self, task: TaskModel, trigger: str) -> Step:
+        """Fire `trigger` on `task`; raises InvalidTransition or GuardRefused, and changes nothing then."""
+        source = task.state
+        if trigger not in self.machine.events:
+            raise InvalidTransition(f"unknown trigger {trigger!r}")
+        try:
+            ok = self.machine.events[trigger].trigger(task)
+        except MachineError as exc:
+            raise InvalidTransition(f"{task.job_id}: {trigger} is not allowed from {source.value}") from exc
+        if not ok:
+            raise GuardRefused(
+                f"{task.job_id}: {trigger} refused from {source.value} with remote status {task.last_status}"
+            )
+        return Step(task.job_id, trigger, source, task.state, task.last_status)
+
+    def may(self, task: TaskModel, trigger: str) -> bool:
+        """Would `trigger` fire now? (conditions are pure, so asking is safe)"""
+        event = self.machine.events.get(trigger)
+        if event is None:
+            return False
+        for transition in event.transitions.get(task.state.name, []):
+            data = EventData(self.machine.get_state(task.state), event, self.machine, task, (), {})
+            if all(c.check(data) for c in transition.conditions):
+                return True
+        return False
+
+    def delete(self, task: TaskModel) -> tuple[Step, DeletePermit]:
+        """Fire the guarded `delete` (or `redelete` when reconciling) and return the permit the client requires."""
+        step = self.fire(task, "redelete" if task.state is S.DELETING else "delete")
+        assert task.last_status in DELETABLE  # the guard just held; belt and braces
+        return step, issue_permit(task.job_id, task.last_status)
+
+
+def mermaid() -> str:
+    """The state diagram, derived from TRANSITIONS (the README embeds it)."""
+    lines = ["stateDiagram-v2", "    [*] --> pending"]
+    for t in TRANSITIONS:
+        sources = t["source"] if isinstance(t["source"], list) else [t["source"]]
+        for src in sources:
+            dest = src if t["dest"] == "=" else t["dest"]
+            lines.append(f"    {src.value} --> {dest.value}: {t['trigger']}")
+    for s in sorted(TERMINAL, key=lambda s: s.value):
+        lines.append(f"    {s.value} --> [*]")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""Selection and planning: which tasks, what will happen to each, and why. Read-only."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from orchestrator.drs.client import DrsClient
+from orchestrator.drs.models import DB_USE_TYPES, JobDetail
+from orchestrator.drs.statuses import ALL_STATUSES, NOT_FOUND_CODES, StatusClass, classify
+
+JOB_ID_RE = re.compile(r"^[0-9A-Za-z]{8}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{12}$")
+PLAN_FORMAT = "drs-teardown-plan/1"
+
+
+class SelectionError(ValueError):
+    """A selection the user got wrong; the message names the input."""
+
+
+class Action(enum.Enum):
+    """What the plan will do with a task."""
+
+    STOP_THEN_DELETE = "stop_then_delete"
+    DELETE = "delete"
+    WAIT = "wait"  # transitional status: wait for the service, then decide
+    SKIP = "skip"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user asked for: ids and/or filters over the list API."""
+
+    job_ids: tuple[str, ...] = ()
+    all: bool = False
+    name_glob: str | None = None
+    status: str | None = None
+    db_use_type: str | None = None
+    engine_type: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def uses_filters(self) -> bool:
+        return bool(self.all or self.name_glob or self.status or self.db_use_type or self.engine_type or self.tags)
+
+    def validate(self) -> None:
+        if not self.job_ids and not self.uses_filters:
+            raise SelectionError("nothing selected: give job ids, --jobs-file, or a filter (--all, --name, ...)")
+        if self.status and self.status not in ALL_STATUSES:
+            raise SelectionError(f"--status {self.status!r} is not a DRS task status")
+        if self.db_use_type and self.db_use_type not in DB_USE_TYPES:
+            raise SelectionError(f"--db-use-type {self.db_use_type!r} must be one of {', '.join(DB_USE_TYPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def parse_job_ids(values: Iterable[str], source: str = "argument") -> list[str]:
+    """Validate ids before any API call; the error names the offending argument or line."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    for n, raw in enumerate(values, start=1):
+        value = raw.split("#", 1)[0].strip()
+        if not value:
+            continue
+        if not JOB_ID_RE.match(value):
+            where = f"{source} line {n}" if source != "argument" else f"argument {n}"
+            raise SelectionError(f"{where}: {value!r} is not a DRS job id (expected 8-4-4-4-12 characters)")
+        if value not in seen:
+            seen.add(value)
+            ids.append(value)
+    return ids
+
+
+def parse_tag(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise SelectionError(f"--tag {value!r}: expected KEY=VALUE")
+    return key, val
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One task, what will happen to it, and why."""
+
+    job_id: str
+    action: Action
+    reason: str
+    status: str | None = None
+    name: str | None = None
+    db_use_type: str | None = None
+    engine_type: str | None = None
+    order_id: str | None = None
+    parent_job_id: str | None = None
+    children: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action"] = self.action.value
+        d["children"] = list(self.children)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlanItem:
+        return cls(**{**d, "action": Action(d["action"]), "children": tuple(d.get("children") or ())})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A reviewed plan: targets, their statuses and planned actions, and a hash over them."""
+
+    project_id: str
+    endpoint: str
+    selection: Selection
+    items: tuple[PlanItem, ...]
+    created_at: datetime
+    listed: int = 0
+    detail_calls: int = field(default=0, compare=False)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for it in self.items:
+            out[it.action.value] = out.get(it.action.value, 0) + 1
+        return out
+
+    @property
+    def hash(self) -> str:
+        return plan_hash(self.project_id, self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "project_id": self.project_id,
+            "endpoint": self.endpoint,
+            "created_at": self.created_at.isoformat(),
+            "selection": self.selection.to_dict(),
+            "items": [it.to_dict() for it in self.items],
+            "counts": self.counts(),
+            "hash": self.hash,
+        }
+
+
+def plan_hash(project_id: str, items: Sequence[PlanItem]) -> str:
+    """SHA-256 over the project and each item's id, status and action (sorted canonical JSON)."""
+    body = json.dumps({"project_id": project_id,
+                       "items": [[i.job_id, i.status, i.action.value] for i in items]},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def resolve(client: DrsClient, selection: Selection) -> tuple[list[str], int]:
+    """Ids to plan: the explicit ones, then the list API's matches for the filters."""
+    ids = list(selection.job_ids)
+    listed = 0
+    if selection.uses_filters:
+        kinds = [selection.db_use_type] if selection.db_use_type else list(DB_USE_TYPES)
+        pages = await asyncio.gather(*(client.list_jobs(k, status=selection.status,
+                                                        engine_type=selection.engine_type) for k in kinds))
+        seen = set(ids)
+        for jobs in pages:
+            for job in jobs:
+                listed += 1
+                if selection.name_glob and not fnmatch.fnmatchcase(job.name or "", selection.name_glob):
+                    continue
+                if job.id not in seen:
+                    seen.add(job.id)
+                    ids.append(job.id)
+    return ids, listed
+
+
+def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str]) -> PlanItem:
+    """The policy for one task, from its freshly read detail."""
+    base = {"job_id": detail.id, "status": detail.status, "name": detail.name, "db_use_type": detail.db_use_type,
+            "engine_type": detail.engine, "order_id": detail.order_id, "parent_job_id": detail.parent_id,
+            "children": tuple(c.id for c in detail.children) if detail.multi_write else ()}
+    if detail.error_code in NOT_FOUND_CODES:
+        return PlanItem(action=Action.SKIP, reason=f"not found ({detail.error_code})", **base)
+    if detail.error_code:
+        return PlanItem(action=Action.BLOCK, reason=f"detail unreadable: {detail.error_code} "
+                        f"{detail.error_message or ''}".strip(), **base)
+    cls = classify(detail.status)
+    if cls is StatusClass.GONE:
+        return PlanItem(action=Action.SKIP, reason="already deleted", **base)
+    if cls is StatusClass.UNKNOWN:
+        return PlanItem(action=Action.BLOCK, reason=f"unknown status {detail.status!r}: not acting on it", **base)
+    parent = parents.get(detail.parent_id or "")
+    if parent is not None and parent.multi_write:
+        if parent.id in selected:
+            return PlanItem(action=Action.SKIP,
+                            reason=f"dual-active DR child: torn down with its parent {parent.id}", **base)
+        return PlanItem(action=Action.BLOCK,
+                        reason=f"dual-active DR child: only its parent {parent.id} can be stopped or deleted; "
+                               "select the parent", **base)
+    if detail.order_id and cls not in (StatusClass.DELETABLE, StatusClass.WAIT):
+        return PlanItem(action=Action.BLOCK,
+                        reason=f"yearly/monthly order {detail.order_id}: unsubscribe the order first, then re-run",
+                        **base)
+    if cls is StatusClass.DELETABLE:
+        return PlanItem(action=Action.DELETE, reason=f"{detail.status} is deletable", **base)
+    if cls is StatusClass.WAIT:
+        return PlanItem(action=Action.WAIT, reason=f"{detail.status} is transitional: wait, then decide", **base)
+    if cls is StatusClass.RELEASE_FAILED:
+        return PlanItem(action=Action.STOP_THEN_DELETE, reason="a previous stop failed: stop again", **base)
+    return PlanItem(action=Action.STOP_THEN_DELETE, reason=f"{detail.status} must be stopped first", **base)
+
+
+async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime) -> Plan:
+    """Select, read every target's detail (≤10 ids a call), and decide."""
+    selection.validate()
+    ids, listed = await resolve(client, selection)
+    details = {k: a.item for k, a in (await client.batch_detail(ids)).items()} if ids else {}
+    missing = [i for i in ids if i not in details]
+    parent_ids = {d.parent_id for d in details.values() if d.parent_id} - set(details)
+    parents = {k: a.item for k, a in (await client.batch_detail(sorted(parent_ids))).items()} if parent_ids else {}
+    parents.update(details)
+    selected = set(ids)
+    items: list[PlanItem] = []
+    for job_id in ids:
+        if job_id in missing:
+            items.append(PlanItem(job_id=job_id, action=Action.BLOCK, reason="batch-detail did not return it"))
+            continue
+        item = decide(details[job_id], parents, selected)
+        if selection.tags and item.action not in (Action.SKIP,):
+            tags = {(t.key, t.value or "") for t in details[job_id].tags}
+            if not all(tag in tags for tag in selection.tags):
+                continue
+        items.append(item)
+    return Plan(project_id=client.project_id, endpoint=endpoint, selection=selection, items=tuple(items),
+                created_at=now, listed=listed)
+
+
+def load_plan(data: dict[str, Any], source: str) -> Plan:
+    """Read a saved plan; refuses one whose hash does not match its items."""
+    if data.get("format") != PLAN_FORMAT:
+        raise SelectionError(f"{source}: not a drs-teardown plan (format {data.get('format')!r})")
+    try:
+        items = tuple(PlanItem.from_dict(d) for d in data["items"])
+        sel = data.get("selection") or {}
+        selection = Selection(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                                 if isinstance(v, list) else v for k, v in sel.items()})
+        plan = Plan(project_id=data["project_id"], endpoint=data.get("endpoint", ""), selection=selection,
+                    items=items, created_at=datetime.fromisoformat(data["created_at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SelectionError(f"{source}: malformed plan ({exc})") from exc
+    if plan.hash != data.get("hash"):
+        raise SelectionError(f"{source}: the plan's hash does not match its contents (edited after review?)")
+    return plan
+
+
+def drift(reviewed: Plan, live: Plan) -> list[str]:
+    """Differences that change an action: a target added or removed, or a different planned action."""
+    problems: list[str] = []
+    if reviewed.project_id != live.project_id:
+        problems.append(f"project {reviewed.project_id} was reviewed, this run targets {live.project_id}")
+    old = {i.job_id: i for i in reviewed.items}
+    new = {i.job_id: i for i in live.items}
+    for job_id in old.keys() - new.keys():
+        problems.append(f"{job_id}: in the reviewed plan, no longer selected")
+    for job_id in new.keys() - old.keys():
+        problems.append(f"{job_id}: selected now, not in the reviewed plan")
+    for job_id in old.keys() & new.keys():
+        if old[job_id].action != new[job_id].action:
+            problems.append(f"{job_id}: reviewed {old[job_id].action.value} ({old[job_id].status}), "
+                            f"now {new[job_id].action.value} ({new[job_id].status})")
+    return problems

@@ -1,0 +1,315 @@
+"""The store: every state change and its audit record in one transaction; leases for shared runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.drs.client import Exchange
+from orchestrator.lifecycle import ACTIVE, Step, TaskState
+from orchestrator.store import audit
+from orchestrator.store.db import StoreError, make_engine, upgrade
+from orchestrator.store.models import ApiCall, AuditRecord, Run, Task, Worker
+
+
+class LeaseLost(StoreError):
+    """Another worker holds the task now (our lease expired)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A transition (or run-level event) to append to the trail."""
+
+    trigger: str
+    job_id: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    remote_status: str | None = None
+    outcome: str | None = None
+    error_code: str | None = None
+    request_ids: tuple[str, ...] = ()
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, step: Step, **kw: Any) -> Event:
+        outcome = kw.pop("outcome", None)
+        if outcome is None and step.dest.value in OUTCOME_OF_STATE:
+            outcome = OUTCOME_OF_STATE[step.dest.value]
+        return cls(trigger=step.trigger, job_id=step.job_id, from_state=step.source.value,
+                   to_state=step.dest.value, remote_status=step.remote_status, outcome=outcome, **kw)
+
+
+OUTCOME_OF_STATE = {"deleted": "deleted", "skipped": "skipped", "blocked": "blocked", "failed": "failed",
+                    "timed_out": "timed_out"}
+
+
+@dataclass
+class Change:
+    """Column updates for one task, with the event that records why (None: bookkeeping only)."""
+
+    job_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is writing: stamped on every audit record."""
+
+    actor: dict[str, Any]
+    worker: str
+    ticket: str | None = None
+    reason: str | None = None
+
+    @property
+    def actor_json(self) -> str:
+        return json.dumps(self.actor, sort_keys=True, separators=(",", ":"))
+
+
+def _retrying_db(fn: Any) -> Any:
+    """Retry briefly on a busy/locked SQLite or a dropped PostgreSQL connection, then raise StoreError."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import time
+
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                return fn(*args, **kwargs)
+            except (OperationalError, DBAPIError) as exc:
+                transient = exc.connection_invalidated or "locked" in str(exc) or "busy" in str(exc)
+                if not transient or attempt == 5:
+                    raise StoreError(f"database error: {exc.orig or exc}") from exc
+                time.sleep(delay)
+                delay *= 2
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database error: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Store:
+    """Runs, tasks and the trail in one database (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = make_engine(url)
+            if migrate:
+                upgrade(self.engine)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open or migrate the database {_safe_url(url)}: {exc}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- writing ----------------------------------------------------------------------------------------------
+
+    def _append(self, session: Session, run_id: str, ctx: Context, events: Sequence[Event], now: datetime) -> None:
+        if not events:
+            return
+        # Lock the run row: the chain head is read and advanced under it, so concurrent writers serialise.
+        run = session.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+        seq, prev = run.head_seq, run.head_hash
+        for ev in events:
+            seq += 1
+            row: dict[str, Any] = {
+                "run_id": run_id, "seq": seq, "at": now, "job_id": ev.job_id, "from_state": ev.from_state,
+                "to_state": ev.to_state, "trigger": ev.trigger, "remote_status": ev.remote_status,
+                "outcome": ev.outcome, "error_code": ev.error_code,
+                "request_ids": ",".join(r for r in ev.request_ids if r) or None,
+                "actor": ctx.actor_json, "worker": ctx.worker, "ticket": ctx.ticket, "reason": ctx.reason,
+                "detail": ev.detail, "prev_hash": prev,
+            }
+            row["hash"] = prev = audit.record_hash(row)
+            session.add(AuditRecord(**row))
+        run.head_seq, run.head_hash = seq, prev
+
+    @_retrying_db
+    def create_run(self, run: Run, tasks: Sequence[Task], ctx: Context, events: Sequence[Event],
+                   now: datetime) -> None:
+        """Insert a run, its tasks and their first records in one transaction."""
+        run.head_seq, run.head_hash = 0, audit.genesis(run.id)
+        with self.session() as s:
+            s.add(run)
+            s.flush()
+            s.add_all(tasks)
+            s.flush()
+            self._append(s, run.id, ctx, events, now)
+
+    @_retrying_db
+    def apply(self, run_id: str, ctx: Context, changes: Sequence[Change], exchanges: Sequence[Exchange],
+              now: datetime, *, check_lease: bool = False) -> None:
+        """Commit task updates, their audit records and the HTTP exchanges seen, all or nothing."""
+        with self.session() as s:
+            for ch in changes:
+                values = dict(ch.fields, updated_at=now)
+                stmt = update(Task).where(Task.run_id == run_id, Task.job_id == ch.job_id)
+                if check_lease:
+                    stmt = stmt.where(Task.lease_owner == ctx.worker)
+                if s.execute(stmt.values(**values)).rowcount != 1:  # type: ignore[attr-defined]
+                    raise LeaseLost(f"task {ch.job_id} of run {run_id} is no longer ours")
+            self._append(s, run_id, ctx, [ch.event for ch in changes if ch.event is not None], now)
+            self._add_exchanges(s, run_id, ctx.worker, exchanges)
+
+    @staticmethod
+    def _add_exchanges(s: Session, run_id: str | None, worker: str, exchanges: Sequence[Exchange]) -> None:
+        for ex in exchanges:
+            s.add(ApiCall(run_id=run_id, at=ex.at, worker=worker, api=ex.api, method=ex.method, path=ex.path,
+                          http_status=ex.http_status, request_id=ex.request_id, duration_ms=ex.duration_ms,
+                          job_ids=",".join(ex.job_ids), error_code=ex.error_code, attempt=ex.attempt))
+
+    @_retrying_db
+    def record_exchanges(self, run_id: str | None, worker: str, exchanges: Sequence[Exchange]) -> None:
+        if exchanges:
+            with self.session() as s:
+                self._add_exchanges(s, run_id, worker, exchanges)
+
+    @_retrying_db
+    def append_events(self, run_id: str, ctx: Context, events: Sequence[Event], now: datetime) -> None:
+        with self.session() as s:
+            self._append(s, run_id, ctx, events, now)
+
+    @_retrying_db
+    def set_run(self, run_id: str, **values: Any) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    # -- leases -----------------------------------------------------------------------------------------------
+
+    @_retrying_db
+    def register_worker(self, worker: str, host: str, pid: int, now: datetime) -> None:
+        with self.session() as s:
+            s.merge(Worker(id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now, finished_at=None))
+
+    @_retrying_db
+    def claim(self, run_id: str, worker: str, now: datetime, lease: timedelta, limit: int,
+              *, ignore_leases: bool = False) -> list[Task]:
+        """Take up to `limit` active tasks nobody else holds (SKIP LOCKED on PostgreSQL)."""
+        with self.session() as s:
+            stmt = select(Task).where(Task.run_id == run_id, Task.state.in_(ACTIVE))
+            if not ignore_leases:
+                stmt = stmt.where(or_(Task.lease_owner.is_(None), Task.lease_owner == worker,
+                                      Task.lease_expires_at < now))
+            stmt = stmt.order_by(Task.id).limit(limit)
+            if self.is_postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            tasks = list(s.execute(stmt).scalars())
+            for t in tasks:
+                t.lease_owner, t.lease_expires_at = worker, now + lease
+            s.flush()
+            return tasks
+
+    @_retrying_db
+    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> int:
+        """Extend our leases; returns how many tasks we still hold."""
+        with self.session() as s:
+            s.execute(update(Worker).where(Worker.id == worker).values(heartbeat_at=now))
+            result = s.execute(update(Task).where(Task.run_id == run_id, Task.lease_owner == worker,
+                                                  Task.state.in_(ACTIVE)).values(lease_expires_at=now + lease))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    @_retrying_db
+    def release(self, run_id: str, worker: str) -> None:
+        with self.session() as s:
+            s.execute(update(Task).where(Task.run_id == run_id, Task.lease_owner == worker)
+                      .values(lease_owner=None, lease_expires_at=None))
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    @_retrying_db
+    def run(self, run_id: str) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
+    @_retrying_db
+    def find_run(self, prefix: str) -> Run | None:
+        """A run by id or unique id prefix."""
+        with self.session() as s:
+            rows = list(s.execute(select(Run).where(Run.id.startswith(prefix)).limit(2)).scalars())
+            return rows[0] if len(rows) == 1 else None
+
+    @_retrying_db
+    def runs(self, limit: int = 50) -> list[Run]:
+        with self.session() as s:
+            return list(s.execute(select(Run).order_by(Run.created_at.desc()).limit(limit)).scalars())
+
+    @_retrying_db
+    def unfinished_runs(self) -> list[Run]:
+        with self.session() as s:
+            return list(s.execute(select(Run).where(Run.status.in_(("running", "interrupted")))
+                                  .order_by(Run.created_at.desc())).scalars())
+
+    @_retrying_db
+    def tasks(self, run_id: str) -> list[Task]:
+        with self.session() as s:
+            return list(s.execute(select(Task).where(Task.run_id == run_id).order_by(Task.id)).scalars())
+
+    @_retrying_db
+    def active_count(self, run_id: str) -> int:
+        with self.session() as s:
+            return int(s.execute(select(func.count()).select_from(Task)
+                                 .where(Task.run_id == run_id, Task.state.in_(ACTIVE))).scalar_one())
+
+    @_retrying_db
+    def records(self, run_id: str) -> list[AuditRecord]:
+        with self.session() as s:
+            return list(s.execute(select(AuditRecord).where(AuditRecord.run_id == run_id)
+                                  .order_by(AuditRecord.seq, AuditRecord.id)).scalars())
+
+    @_retrying_db
+    def api_calls(self, run_id: str) -> list[ApiCall]:
+        with self.session() as s:
+            return list(s.execute(select(ApiCall).where(ApiCall.run_id == run_id).order_by(ApiCall.id)).scalars())
+
+    def verify(self, run_id: str) -> audit.Verification:
+        """Recompute the run's chain from the stored records."""
+        run = self.run(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id}")
+        rows = [_record_dict(r) for r in self.records(run_id)]
+        return audit.verify_chain(run_id, rows, run.head_seq, run.head_hash)
+
+
+def _record_dict(r: AuditRecord) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in (*audit.CHAIN_FIELDS, "hash")}
+
+
+def record_dict(r: AuditRecord) -> dict[str, Any]:
+    """An audit record as a plain dict (chain fields and hash)."""
+    return _record_dict(r)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database URL>"
+
+
+TERMINAL_STATES = tuple(s for s in TaskState if s not in ACTIVE)
