@@ -29,6 +29,7 @@ from orchestrator.drs.auth import (
     token_identity,
 )
 from orchestrator.drs.endpoints import ConfigError
+from orchestrator.secrets import SecretRedactingFilter, collect_secrets
 from orchestrator.simulator import ManualClock, Simulator, load_profile
 
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -816,6 +817,16 @@ def test_loopback_batch_status_with_each_source(sim: Simulator, sim_clock: Manua
         assert [r["id"] for r in response.json()["results"]] == sim.seeded_ids[:3]
     routes = [entry["route"] for entry in sim.requests]
     assert routes == (["tokens", "batch-status"] if kind == "iam" else ["batch-status"])
+
+
+def test_loopback_new_tokens_reach_the_redacting_filter(sim: Simulator) -> None:
+    redactor = SecretRedactingFilter(collect_secrets(IAM_ENV))
+    with sim.serve() as base_url:
+        auth = _resolve(IAM_ENV, iam_endpoint=base_url, on_token=redactor.add)
+        with httpx.Client(base_url=base_url, headers=SDK_HEADERS, auth=auth) as client:
+            response = _batch_status(client, sim.seeded_ids[:1])
+    token = response.request.headers["X-Auth-Token"]
+    assert redactor.redact(f"sent {token} for {PASSWORD}") == "sent *** for ***"
 
 
 def test_loopback_wrong_sk_is_refused(sim: Simulator, sim_clock: ManualClock) -> None:

@@ -471,6 +471,7 @@ def resolve_credentials(
     iam_endpoint: str,
     insecure_http: bool = False,
     clock: Clock = utcnow,
+    on_token: Callable[[str], None] | None = None,
 ) -> DrsAuth:
     """The one configured credential source as an httpx.Auth.
 
@@ -478,7 +479,8 @@ def resolve_credentials(
     keys are ``token``, ``iam_user``, ``iam_password``, ``iam_domain``, ``iam_endpoint``, ``access_key``,
     ``secret_key`` and ``security_token`` (env: DRS_TEARDOWN_AUTH_TOKEN, DRS_TEARDOWN_IAM_USER/_PASSWORD/
     _DOMAIN/_ENDPOINT, HUAWEICLOUD_SDK_AK/_SK/_SECURITY_TOKEN). Exactly one source must be configured;
-    ``iam_endpoint`` is the default that DRS_TEARDOWN_IAM_ENDPOINT / ``iam_endpoint`` override.
+    ``iam_endpoint`` is the default that DRS_TEARDOWN_IAM_ENDPOINT / ``iam_endpoint`` override; ``on_token``
+    receives each token IAM issues (e.g. ``SecretRedactingFilter.add``).
     """
     settings = _Settings(env, file_values)
     source = _choose_source(settings)
@@ -499,5 +501,5 @@ def resolve_credentials(
     return IamPasswordAuth(
         settings.get("iam_user") or "", settings.get("iam_password") or "", settings.get("iam_domain") or "",
         project_id=project_id, project_name=None if project_id else region, iam_endpoint=endpoint,
-        clock=clock,
+        clock=clock, on_token=on_token,
     )
