@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from .clock import Clock
-from .profiles import ApiFaults, Profile
+from .profiles import ROUTES, ApiFaults, Profile
 
 
 class TokenBucket:
@@ -51,10 +51,11 @@ class FaultInjector:
         self.profile = profile
         self._rng = random.Random(f"faults-{seed}")
         self._lock = threading.Lock()
+        # One bucket per API: the gateway throttles each API separately, even when they share a setting.
         self._buckets = {
             route: TokenBucket(clock, f.throttle_rate, f.throttle_burst)
-            for route, f in profile.faults.items()
-            if f.throttle_rate > 0 and route != "default"
+            for route, f in ((r, profile.faults_for(r)) for r in ROUTES)
+            if f.throttle_rate > 0
         }
 
     def decide(self, route: str) -> Decision:

@@ -146,23 +146,27 @@ class Handler(BaseHTTPRequestHandler):
             status, reply = sim.inspect(method, raw_path, body or b"")
             self._send(status, reply, request_id)
             return
+        extra: dict[str, str] = {}
         try:
             if body is None:
                 self.close_connection = True
                 status, reply = apigw_error("APIGW.0201", request_id)
-                extra: dict[str, str] = {}
             else:
                 status, reply, extra = self._gateway(method, raw_path, raw_query, body, request_id, entry)
         except _Dropped:
             entry["dropped"] = True
+            self._finish(entry, started)
             self._drop()
-        else:
-            entry["status"] = status
-            entry["error_code"] = reply.get("error_code") if isinstance(reply, dict) else None
-            self._send(status, reply, request_id, extra)
-        finally:
-            entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            sim.record_request(entry)
+            return
+        entry["status"] = status
+        entry["error_code"] = reply.get("error_code")
+        # Recorded before the answer goes out, so a client that got its response also finds it in the log.
+        self._finish(entry, started)
+        self._send(status, reply, request_id, extra)
+
+    def _finish(self, entry: dict[str, Any], started: float) -> None:
+        entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        self.server.simulator.record_request(entry)
 
     def _gateway(self, method: str, raw_path: str, raw_query: str, body: bytes, request_id: str,
                  entry: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
