@@ -34,7 +34,7 @@ def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
 
 
 def batch_detail(world: World, data: dict[str, Any], lang: str) -> Reply:
-    """POST /jobs/batch-detail: QueryJobResp per id; any unknown id makes it a 400 that still lists results."""
+    """POST /jobs/batch-detail: QueryJobResp per id; an unknown id makes it a 400 that still lists results."""
     req = parse_id_batch(data)
     start, end = page_bounds(len(req.ids), req.cur_page, req.per_page)
     with world.lock:
@@ -74,12 +74,11 @@ def _matches(job: Job, q: ListQuery) -> bool:
 
 
 def list_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
-    """POST /jobs: one scenario's top-level tasks, newest first, with children nested; DELETED ones are gone."""
+    """POST /jobs: one scenario's top-level tasks, newest first, children nested; DELETED ones are gone."""
     q = parse_list(data)
     with world.lock:
         world.settle()
-        rows = sorted((j for j in world.top_level() if _matches(j, q)),
-                      key=lambda j: (-j.created_mono, j.id))
+        rows = sorted((j for j in world.top_level() if _matches(j, q)), key=lambda j: (-j.created_mono, j.id))
         if q.cur_page == 0:
             # In the list API cur_page 0 also means "everything" (§6); per_page is still range-checked.
             page_bounds(len(rows), 1, q.per_page)

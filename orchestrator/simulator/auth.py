@@ -42,10 +42,18 @@ class _Token:
 class Authenticator:
     """Holds the accepted credentials and checks a request's headers against them."""
 
-    def __init__(self, clock: Clock, project_id: str, *, tokens: Iterable[str] = (),
-                 aksk: Mapping[str, str] | None = None, security_tokens: Mapping[str, str] | None = None,
-                 iam_users: Iterable[tuple[str, str, str]] = (), token_ttl_seconds: float = 86400.0,
-                 region: str = "cn-north-4") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        project_id: str,
+        *,
+        tokens: Iterable[str] = (),
+        aksk: Mapping[str, str] | None = None,
+        security_tokens: Mapping[str, str] | None = None,
+        iam_users: Iterable[tuple[str, str, str]] = (),
+        token_ttl_seconds: float = 86400.0,
+        region: str = "cn-north-4",
+    ) -> None:
         self._lock = threading.Lock()
         self.clock = clock
         self.project_id = project_id
@@ -54,7 +62,7 @@ class Authenticator:
         self.security_tokens = dict(security_tokens or {})
         self.iam_users = set(iam_users)
         self.token_ttl_seconds = token_ttl_seconds
-        # Configured tokens are valid for the project until expire_all(); far-future expiry stands for "never".
+        # Configured tokens are valid for the project until expire_all(); a far-future expiry means "never".
         far = datetime(9999, 1, 1, tzinfo=UTC)
         self._tokens: dict[str, _Token] = {t: _Token("configured", project_id, far) for t in tokens}
 
@@ -66,22 +74,34 @@ class Authenticator:
             auth = body["auth"]
             identity = auth["identity"]
             if "password" not in identity["methods"]:
-                return _keystone(400, "Bad Request", "The request you have made requires the password method.")
+                return _keystone(
+                    400, "Bad Request", "The request you have made requires the password method."
+                )
             user = identity["password"]["user"]
             name, password = user["name"], user["password"]
             domain = user["domain"]["name"]
         except (KeyError, TypeError):
-            return _keystone(400, "Bad Request", "Invalid auth body: auth.identity.password.user is required.")
+            return _keystone(
+                400, "Bad Request", "Invalid auth body: auth.identity.password.user is required."
+            )
         if (name, password, domain) not in self.iam_users:
             return _keystone(401, "Unauthorized", "The username or password is wrong.")
         scope = auth.get("scope") if isinstance(auth, dict) else None
         project: dict[str, Any] | None = None
         if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
             wanted = scope["project"]
-            if wanted.get("id") not in (None, self.project_id) or wanted.get("name") not in (None, self.region):
-                return _keystone(401, "Unauthorized", "The project in scope does not exist or is not accessible.")
-            project = {"id": self.project_id, "name": self.region,
-                       "domain": {"id": _hex_id(domain), "name": domain}}
+            if wanted.get("id") not in (None, self.project_id) or wanted.get("name") not in (
+                None,
+                self.region,
+            ):
+                return _keystone(
+                    401, "Unauthorized", "The project in scope does not exist or is not accessible."
+                )
+            project = {
+                "id": self.project_id,
+                "name": self.region,
+                "domain": {"id": _hex_id(domain), "name": domain},
+            }
         now = self.clock.now()
         expires = now + timedelta(seconds=self.token_ttl_seconds)
         token = "MII" + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode().rstrip("=")
@@ -92,8 +112,12 @@ class Authenticator:
             "issued_at": _iso(now),
             "methods": ["password"],
             "roles": [{"id": _hex_id("te_admin"), "name": "te_admin"}],
-            "user": {"id": _hex_id(name), "name": name, "domain": {"id": _hex_id(domain), "name": domain},
-                     "password_expires_at": ""},
+            "user": {
+                "id": _hex_id(name),
+                "name": name,
+                "domain": {"id": _hex_id(domain), "name": domain},
+                "password_expires_at": "",
+            },
         }
         if project:
             out["project"] = project
@@ -110,8 +134,14 @@ class Authenticator:
 
     # -- request checks -----------------------------------------------------------------------------------
 
-    def check(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-              body: bytes) -> AuthOutcome:
+    def check(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> AuthOutcome:
         """Authenticate one request the way APIG does; headers are keyed lower-case."""
         authorization = headers.get("authorization")
         if authorization:
@@ -128,8 +158,15 @@ class Authenticator:
         # A domain-scoped token ("" here) matches no project path: the DRS check answers 403.
         return AuthOutcome("token", identity=found.user, project_id=found.project_id or "")
 
-    def _check_aksk(self, method: str, raw_path: str, query: list[tuple[str, str]],
-                    headers: Mapping[str, str], body: bytes, authorization: str) -> AuthOutcome:
+    def _check_aksk(
+        self,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes,
+        authorization: str,
+    ) -> AuthOutcome:
         fail = AuthOutcome("aksk", error_code="APIGW.0301", error_detail="verify aksk signature fail")
         parsed = signing.parse_authorization(authorization)
         if parsed is None or parsed.access_key not in self.aksk:
@@ -148,10 +185,12 @@ class Authenticator:
         got_security = headers.get("x-security-token")
         if got_security != wanted_security or (wanted_security and "x-security-token" not in signed):
             return fail
-        canonical = signing.canonical_request(method, raw_path, query, {h: headers[h] for h in signed},
-                                              signed, body)
-        expected = signing.signature(self.aksk[parsed.access_key],
-                                     signing.string_to_sign(canonical, headers["x-sdk-date"]))
+        canonical = signing.canonical_request(
+            method, raw_path, query, {h: headers[h] for h in signed}, signed, body
+        )
+        expected = signing.signature(
+            self.aksk[parsed.access_key], signing.string_to_sign(canonical, headers["x-sdk-date"])
+        )
         if not hmac.compare_digest(expected, parsed.signature):
             return fail
         # AK/SK is account-wide; X-Project-Id (signed) says which project the caller means.

@@ -82,7 +82,7 @@ class IdBatch:
 
 
 def parse_id_batch(data: dict[str, Any]) -> IdBatch:
-    """{"jobs": [uuid...], "page_req": {"cur_page", "per_page"}}: per_page defaults to 5 (the documented trap)."""
+    """{"jobs": [uuid...], "page_req": {"cur_page", "per_page"}}: per_page defaults to 5 (the known trap)."""
     jobs = data.get("jobs")
     if jobs is None or jobs == []:
         raise BadRequest("DRS.M00201", "jobs")
@@ -105,7 +105,7 @@ def parse_id_batch(data: dict[str, Any]) -> IdBatch:
 
 
 def parse_batch_jobs(data: dict[str, Any], max_items: int) -> list[tuple[str, str]]:
-    """{"jobs": [{"job_id", "delete_type", "is_show_breakpoint_position"?}]}: refused whole if any item is bad."""
+    """{"jobs": [{"job_id", "delete_type", "is_show_breakpoint_position"?}]}: refused whole if one is bad."""
     jobs = data.get("jobs")
     if jobs is None or jobs == []:
         raise BadRequest("DRS.M00201", "jobs")
@@ -201,8 +201,14 @@ def parse_list(data: dict[str, Any]) -> ListQuery:
             raise BadRequest("DRS.M00202", "name")
         ids = frozenset(parts)
     return ListQuery(
-        db_use_type=use, cur_page=_int(data.get("cur_page"), "cur_page", 1),
-        per_page=_int(data.get("per_page"), "per_page", 10), name="" if ids else name, ids=ids, status=status,
-        engine_type=_text(data, "engine_type"), net_type=net_type, enterprise_project_id=eps,
+        db_use_type=use,
+        cur_page=_int(data.get("cur_page"), "cur_page", 1),
+        per_page=_int(data.get("per_page"), "per_page", 10),
+        name="" if ids else name,
+        ids=ids,
+        status=status,
+        engine_type=_text(data, "engine_type"),
+        net_type=net_type,
+        enterprise_project_id=eps,
         tags=_tags(data.get("tags")),
     )

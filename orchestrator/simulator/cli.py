@@ -15,7 +15,7 @@ from .profiles import load_profile
 
 
 def _credentials_from_env() -> tuple[dict[str, str], dict[str, str], set[tuple[str, str, str]]]:
-    """AK/SK (the SDK's variable names) and an IAM user (the orchestrator's), so one environment serves both."""
+    """AK/SK (the SDK's variable names) and an IAM user (the orchestrator's): one environment serves both."""
     aksk: dict[str, str] = {}
     security: dict[str, str] = {}
     ak, sk = os.environ.get("HUAWEICLOUD_SDK_AK"), os.environ.get("HUAWEICLOUD_SDK_SK")
@@ -38,15 +38,30 @@ def simulator_group() -> None:
 
 @simulator_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option(
+    "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port."
+)
 @click.option("--project-id", default=DEFAULT_PROJECT_ID, show_default=True, help="The project id in paths.")
 @click.option("--jobs", "jobs", default=40, show_default=True, type=click.IntRange(0), help="Tasks to seed.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same world.")
-@click.option("--profile", default="calm", show_default=True, help="Profile name (calm, rough, bench, fast) or a .toml file.")
+@click.option(
+    "--profile",
+    default="calm",
+    show_default=True,
+    help="Profile name (calm, rough, bench, fast) or a .toml file.",
+)
 @click.option("--token", "tokens", multiple=True, help="An X-Auth-Token to accept (repeatable).")
 @click.option("--job-status", default=None, help="Seed every task in this one status (benchmarks).")
-def serve(host: str, port: int, project_id: str, jobs: int, seed: int, profile: str, tokens: tuple[str, ...],
-          job_status: str | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    project_id: str,
+    jobs: int,
+    seed: int,
+    profile: str,
+    tokens: tuple[str, ...],
+    job_status: str | None,
+) -> None:
     """Serve the simulator until SIGINT/SIGTERM; the first line of stdout is `listening on URL`.
 
     AK/SK pairs come from HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN), an IAM
@@ -58,8 +73,17 @@ def serve(host: str, port: int, project_id: str, jobs: int, seed: int, profile: 
         raise click.BadParameter(str(exc), param_hint="--profile") from exc
     aksk, security, users = _credentials_from_env()
     try:
-        sim = Simulator(project_id=project_id, seed=seed, jobs=jobs, profile=loaded, tokens=set(tokens),
-                        aksk=aksk, iam_users=users, security_tokens=security, job_status=job_status)
+        sim = Simulator(
+            project_id=project_id,
+            seed=seed,
+            jobs=jobs,
+            profile=loaded,
+            tokens=set(tokens),
+            aksk=aksk,
+            iam_users=users,
+            security_tokens=security,
+            job_status=job_status,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     stop = threading.Event()
@@ -72,8 +96,11 @@ def serve(host: str, port: int, project_id: str, jobs: int, seed: int, profile: 
     with sim.serve(host, port) as url:
         click.echo(f"listening on {url}")
         sys.stdout.flush()
-        click.echo(f"project {project_id}, {len(sim.jobs)} tasks (seed {seed}), profile {loaded.name}; "
-                   f"inspect at {url}/_sim/jobs", err=True)
+        click.echo(
+            f"project {project_id}, {len(sim.jobs)} tasks (seed {seed}), profile {loaded.name}; "
+            f"inspect at {url}/_sim/jobs",
+            err=True,
+        )
         while not stop.wait(0.5):
             pass
     click.echo("simulator stopped", err=True)

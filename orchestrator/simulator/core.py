@@ -6,7 +6,7 @@ import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,14 @@ class Simulator:
         self.world = World(self.clock, self.profile, seed)
         ttl = self.profile.token_ttl_seconds if token_ttl_seconds is None else token_ttl_seconds
         self.authenticator = Authenticator(
-            self.clock, project_id, tokens=tokens, aksk=aksk, security_tokens=security_tokens,
-            iam_users=iam_users, token_ttl_seconds=ttl, region=region,
+            self.clock,
+            project_id,
+            tokens=tokens,
+            aksk=aksk,
+            security_tokens=security_tokens,
+            iam_users=iam_users,
+            token_ttl_seconds=ttl,
+            region=region,
         )
         self.faults = FaultInjector(self.clock, self.profile, seed)
         self._log_lock = threading.Lock()
@@ -136,7 +142,7 @@ class Simulator:
 
     def inspect(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """The /_sim/ endpoints (no auth): the same views as the in-process API."""
-        views = {
+        views: dict[str, Callable[[], dict[str, Any]]] = {
             "/_sim/jobs": lambda: {"jobs": self.jobs},
             "/_sim/violations": lambda: {"violations": dict(self.violations), "log": self.violation_log},
             "/_sim/requests": lambda: {"requests": self.requests},
@@ -173,10 +179,14 @@ class Simulator:
         if self._server is not None:
             raise RuntimeError("the simulator is already serving")
         self._server = SimulatorServer((host, port), self)
-        bound_host, bound_port = self._server.server_address[:2]
+        bound_host, bound_port = str(self._server.server_address[0]), int(self._server.server_address[1])
         # A short poll interval makes stop() prompt (tests start and stop many servers).
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="drs-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="drs-simulator",
+            daemon=True,
+        )
         self._thread.start()
         self.url = f"http://{bound_host}:{bound_port}"
         return self.url

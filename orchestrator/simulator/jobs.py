@@ -14,11 +14,37 @@ CHINA_TZ = timezone(timedelta(hours=8))
 
 # Every value job_action may hold (reference/drs-api.md §6).
 ALL_ACTIONS: tuple[str, ...] = (
-    "CREATE", "CHOOSE_OBJECT", "PRE_CHECK", "CHANGE_MODE", "FREE_RESOURCE", "MODIFY_DB_CONFIG", "RESET_DB_PWD",
-    "MODIFY_CONFIGURATION", "PAUSE", "START", "CHANGE", "RETRY", "RESET", "DELETE", "QUERY_PRE_CHECK",
-    "SWITCH_OVER", "START_INCR", "MODIFY_TASK_NUMBER", "CONTINUE_JOB", "STOP_JOB", "CONTINUE_CAPTURE",
-    "STOP_CAPTURE", "CONTINUE_APPLY", "STOP_APPLY", "PAY_ORDER", "UNSUBSCRIBE", "TO_PERIOD", "TO_RENEW",
-    "ORDER_INFO", "CHANGE_FLAVOR", "CLONE",
+    "CREATE",
+    "CHOOSE_OBJECT",
+    "PRE_CHECK",
+    "CHANGE_MODE",
+    "FREE_RESOURCE",
+    "MODIFY_DB_CONFIG",
+    "RESET_DB_PWD",
+    "MODIFY_CONFIGURATION",
+    "PAUSE",
+    "START",
+    "CHANGE",
+    "RETRY",
+    "RESET",
+    "DELETE",
+    "QUERY_PRE_CHECK",
+    "SWITCH_OVER",
+    "START_INCR",
+    "MODIFY_TASK_NUMBER",
+    "CONTINUE_JOB",
+    "STOP_JOB",
+    "CONTINUE_CAPTURE",
+    "STOP_CAPTURE",
+    "CONTINUE_APPLY",
+    "STOP_APPLY",
+    "PAY_ORDER",
+    "UNSUBSCRIBE",
+    "TO_PERIOD",
+    "TO_RENEW",
+    "ORDER_INFO",
+    "CHANGE_FLAVOR",
+    "CLONE",
 )
 _STATUS_ACTIONS: dict[str, tuple[str, ...]] = {
     "CONFIGURATION": ("CHOOSE_OBJECT", "PRE_CHECK", "MODIFY_CONFIGURATION"),
@@ -128,7 +154,7 @@ def epoch_ms(when: datetime) -> str:
 
 
 def job_action(job: Job) -> dict[str, Any]:
-    """available/unavailable actions for the list API (drives nothing in the simulator; clients may read it)."""
+    """available/unavailable actions for the list API (informative: the simulator enforces its own rules)."""
     available: list[str] = []
     if job.status in DELETABLE:
         available += ["DELETE", "CLONE"]
@@ -211,8 +237,9 @@ def detail(job: Job, created: datetime, updated: datetime) -> dict[str, Any]:
             "ip": job.inst_ip,
             "public_ip": "",
             "start_time": epoch_ms(created),
-            "status": "deleted" if job.status in ("DELETED", "RELEASE_RESOURCE_COMPLETE",
-                                                  "RELEASE_CHILD_TRANSFER_COMPLETE") else "active",
+            "status": "deleted"
+            if job.status in ("DELETED", "RELEASE_RESOURCE_COMPLETE", "RELEASE_CHILD_TRANSFER_COMPLETE")
+            else "active",
             "volume_size": 100,
         },
     }

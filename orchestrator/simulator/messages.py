@@ -1,5 +1,6 @@
 """Error codes the simulator emits, with their English and Chinese messages (reference/drs-api.md §10)."""
 
+# ruff: noqa: RUF001  (the zh-cn messages use full-width punctuation on purpose)
 from __future__ import annotations
 
 from typing import Any
@@ -51,7 +52,10 @@ APIGW_ERRORS: dict[str, tuple[int, str]] = {
     "APIGW.0201": (413, "Request entity too large."),
     "APIGW.0301": (401, "Incorrect IAM authentication information: %s"),
     "APIGW.0307": (401, "The token must be updated."),
-    "APIGW.0308": (429, "The throttling threshold has been reached: policy user over ratelimit,limit:%s,time:1 minute"),
+    "APIGW.0308": (
+        429,
+        "The throttling threshold has been reached: policy user over ratelimit,limit:%s,time:1 minute",
+    ),
     "APIGW.0613": (503, "The IAM service is currently unavailable."),
 }
 
@@ -76,5 +80,5 @@ def drs_error(code: str, lang: str, arg: str | None = None, message: str | None 
 def apigw_error(code: str, request_id: str, arg: str | None = None) -> tuple[int, dict[str, Any]]:
     """An APIGW error status and body; the gateway adds request_id."""
     status, text = APIGW_ERRORS[code]
-    msg = text.replace("%s", arg) if "%s" in text else text
+    msg = text.replace("%s", arg or "") if "%s" in text else text
     return status, {"error_code": code, "error_msg": msg, "request_id": request_id}

@@ -1,4 +1,4 @@
-"""Scenario/fault profiles: TOML files in config/profiles/, loaded by name or path (keys documented in calm.toml)."""
+"""Scenario/fault profiles: TOML files in config/profiles/, loaded by name or path (keys: see calm.toml)."""
 
 from __future__ import annotations
 
@@ -53,10 +53,19 @@ class Profile:
         return replace(self, **changes)
 
 
-_TIMING_KEYS = {"create_seconds", "start_seconds", "release_seconds", "deleted_retention_seconds",
-                "token_ttl_seconds"}
-_BEHAVIOUR_KEYS = {"release_fail_rate", "create_fail_rate", "batch_jobs_max_items",
-                   "batch_status_unknown_http_status"}
+_TIMING_KEYS = {
+    "create_seconds",
+    "start_seconds",
+    "release_seconds",
+    "deleted_retention_seconds",
+    "token_ttl_seconds",
+}
+_BEHAVIOUR_KEYS = {
+    "release_fail_rate",
+    "create_fail_rate",
+    "batch_jobs_max_items",
+    "batch_status_unknown_http_status",
+}
 _FAULT_KEYS = {f.name for f in fields(ApiFaults)}
 
 
@@ -93,8 +102,10 @@ def _faults(section: str, raw: Mapping[str, Any], base: ApiFaults) -> ApiFaults:
         if key.endswith("_rate") and key != "throttle_rate":
             values[key] = _rate(where, value)
         elif key == "error_5xx_statuses":
-            if not isinstance(value, list) or not value or not all(
-                isinstance(s, int) and 500 <= s <= 599 for s in value
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(s, int) and 500 <= s <= 599 for s in value)
             ):
                 raise ValueError(f"{where} must be a non-empty list of 5xx statuses")
             values[key] = tuple(value)
@@ -125,7 +136,9 @@ def parse_profile(data: Mapping[str, Any], name: str) -> Profile:
         if key in behaviour:
             values[key] = _rate(key, behaviour[key])
     if "batch_jobs_max_items" in behaviour:
-        values["batch_jobs_max_items"] = int(_nonneg("batch_jobs_max_items", behaviour["batch_jobs_max_items"]))
+        values["batch_jobs_max_items"] = int(
+            _nonneg("batch_jobs_max_items", behaviour["batch_jobs_max_items"])
+        )
     if "batch_status_unknown_http_status" in behaviour:
         status = behaviour["batch_status_unknown_http_status"]
         if status not in (200, 400):
@@ -145,7 +158,7 @@ def parse_profile(data: Mapping[str, Any], name: str) -> Profile:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a profile by name (config/profiles/<name>.toml, shipped as orchestrator.profiles) or from a file."""
+    """Load a profile by name (config/profiles/<name>.toml, shipped as orchestrator.profiles) or a file."""
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text or Path(text).is_file():
         path = Path(text)

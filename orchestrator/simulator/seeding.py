@@ -33,12 +33,27 @@ _DB_USE_WEIGHTS = (("migration", 45), ("sync", 35), ("cloudDataGuard", 20))
 _ENGINES: dict[str, tuple[str, ...]] = {
     "migration": ("mysql", "mysql", "mysql", "mongodb", "postgresql", "redis"),
     "sync": ("mysql", "mysql", "postgresql", "mysql-to-kafka", "gaussdbv5", "oracle-to-gaussdbv5"),
-    "cloudDataGuard": ("cloudDataGuard-mysql", "cloudDataGuard-mysql", "cloudDataGuard-taurus-to-mysql",
-                       "cloudDataGuard-ddm"),
+    "cloudDataGuard": (
+        "cloudDataGuard-mysql",
+        "cloudDataGuard-mysql",
+        "cloudDataGuard-taurus-to-mysql",
+        "cloudDataGuard-ddm",
+    ),
 }
 # Engines that can be billed yearly/monthly (SDK CreateJobReq).
 _PERIOD_ENGINES = {"sync": "mysql", "cloudDataGuard": "cloudDataGuard-mysql"}
-_APPS = ("orders", "billing", "crm", "inventory", "analytics", "auth", "payments", "catalog", "search", "ledger")
+_APPS = (
+    "orders",
+    "billing",
+    "crm",
+    "inventory",
+    "analytics",
+    "auth",
+    "payments",
+    "catalog",
+    "search",
+    "ledger",
+)
 _ENVS = ("prod", "prod", "staging", "dev")
 _TEAMS = ("dba", "platform", "data", "payments")
 _SHORT = {"migration": "mig", "sync": "sync", "cloudDataGuard": "dr"}
@@ -79,16 +94,45 @@ def seed_world(world: World, count: int, rng: random.Random, job_status: str | N
         if what == "plain":
             ids.append(_add_plain(world, rng, n))
         elif what == "dual":
-            ids.append(_add(world, rng, n, "cloudDataGuard", "cloudDataGuard-mysql",
-                            status=rng.choice(_RUNNING), multi_write=True, children=2))
+            ids.append(
+                _add(
+                    world,
+                    rng,
+                    n,
+                    "cloudDataGuard",
+                    "cloudDataGuard-mysql",
+                    status=rng.choice(_RUNNING),
+                    multi_write=True,
+                    children=2,
+                )
+            )
         elif what == "reedit":
-            ids.append(_add(world, rng, n, "sync", "mysql", status="INCRE_TRANSFER_STARTED", children=1,
-                            child_status=rng.choice(("CHILD_TRANSFER_STARTED", "CHILD_TRANSFER_COMPLETE"))))
+            ids.append(
+                _add(
+                    world,
+                    rng,
+                    n,
+                    "sync",
+                    "mysql",
+                    status="INCRE_TRANSFER_STARTED",
+                    children=1,
+                    child_status=rng.choice(("CHILD_TRANSFER_STARTED", "CHILD_TRANSFER_COMPLETE")),
+                )
+            )
         else:
             use = rng.choice(("sync", "cloudDataGuard"))
             order = "CS" + "".join(rng.choices("0123456789ABCDEF", k=14))
-            ids.append(_add(world, rng, n, use, _PERIOD_ENGINES[use], status=rng.choice(_RUNNING),
-                            period_order_id=order))
+            ids.append(
+                _add(
+                    world,
+                    rng,
+                    n,
+                    use,
+                    _PERIOD_ENGINES[use],
+                    status=rng.choice(_RUNNING),
+                    period_order_id=order,
+                )
+            )
     return ids
 
 
@@ -97,19 +141,41 @@ def _add_plain(world: World, rng: random.Random, n: int, status: str | None = No
     return _add(world, rng, n, use, rng.choice(_ENGINES[use]), status=status or _pick(rng, _STATUS_WEIGHTS))
 
 
-def _add(world: World, rng: random.Random, n: int, use: str, engine: str, *, status: str,
-         multi_write: bool = False, children: int = 0, child_status: str = "CHILD_TRANSFER_STARTED",
-         period_order_id: str | None = None) -> str:
+def _add(
+    world: World,
+    rng: random.Random,
+    n: int,
+    use: str,
+    engine: str,
+    *,
+    status: str,
+    multi_write: bool = False,
+    children: int = 0,
+    child_status: str = "CHILD_TRANSFER_STARTED",
+    period_order_id: str | None = None,
+) -> str:
     app, env = rng.choice(_APPS), rng.choice(_ENVS)
     tags = [{"key": "app", "value": app}, {"key": "env", "value": env}]
     if rng.random() < 0.5:
         tags.append({"key": "owner", "value": rng.choice(_TEAMS)})
     task_type = "FULL_INCR_TRANS" if status.startswith("INCRE") or multi_write else rng.choice(_TASK_TYPES)
     spec = JobSpec(
-        status=status, db_use_type=use, engine_type=engine, name=f"{app}-{env}-{_SHORT[use]}-{n:03d}",
-        period_order_id=period_order_id, multi_write=multi_write, children=children, child_status=child_status,
-        task_type=task_type, description=f"{app} {env} {use}",
+        status=status,
+        db_use_type=use,
+        engine_type=engine,
+        name=f"{app}-{env}-{_SHORT[use]}-{n:03d}",
+        period_order_id=period_order_id,
+        multi_write=multi_write,
+        children=children,
+        child_status=child_status,
+        task_type=task_type,
+        description=f"{app} {env} {use}",
     )
     direction = "down" if use == "cloudDataGuard" and rng.random() < 0.3 else "up"
-    return world.add(spec, created_ago=rng.uniform(3600, _MAX_AGE_SECONDS), tags=tags,
-                     net_type=rng.choice(("vpc", "vpc", "vpn", "eip")), job_direction=direction)
+    return world.add(
+        spec,
+        created_ago=rng.uniform(3600, _MAX_AGE_SECONDS),
+        tags=tags,
+        net_type=rng.choice(("vpc", "vpc", "vpn", "eip")),
+        job_direction=direction,
+    )

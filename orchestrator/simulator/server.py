@@ -1,4 +1,4 @@
-"""The HTTP front: routing, gateway checks (auth, throttling, faults), the DRS calls and the /_sim/ endpoints."""
+"""The HTTP front: routing, gateway checks (auth, throttling, faults), the DRS calls, the /_sim/ endpoints."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from .core import Simulator
 
 MAX_BODY = 12 * 1024 * 1024  # APIG refuses bodies over 12 MB
-_PROJECT_ROUTE = re.compile(r"^/v3/(?P<project>[^/]+)/jobs(?P<rest>(/batch-status|/batch-detail|/batch-jobs)?)$")
+_PROJECT_ROUTE = re.compile(
+    r"^/v3/(?P<project>[^/]+)/jobs(?P<rest>(/batch-status|/batch-detail|/batch-jobs)?)$"
+)
 _ROUTES: dict[tuple[str, str], str] = {
     ("POST", ""): "list",
     ("POST", "/batch-status"): "batch-status",
@@ -115,8 +117,9 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: dict[str, Any] | None, request_id: str,
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any] | None, request_id: str, extra: dict[str, str] | None = None
+    ) -> None:
         payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else b""
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
@@ -138,9 +141,18 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         raw_path, _, raw_query = self.path.partition("?")
-        entry: dict[str, Any] = {"method": method, "path": raw_path, "route": None, "status": None,
-                                 "request_id": request_id, "auth": "none", "identity": "", "error_code": None,
-                                 "dropped": False, "at": sim.clock.now().isoformat()}
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": raw_path,
+            "route": None,
+            "status": None,
+            "request_id": request_id,
+            "auth": "none",
+            "identity": "",
+            "error_code": None,
+            "dropped": False,
+            "at": sim.clock.now().isoformat(),
+        }
         body = self._read_body()
         if raw_path.startswith("/_sim/"):
             status, reply = sim.inspect(method, raw_path, body or b"")
@@ -168,8 +180,9 @@ class Handler(BaseHTTPRequestHandler):
         entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         self.server.simulator.record_request(entry)
 
-    def _gateway(self, method: str, raw_path: str, raw_query: str, body: bytes, request_id: str,
-                 entry: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _gateway(
+        self, method: str, raw_path: str, raw_query: str, body: bytes, request_id: str, entry: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """APIG then DRS: route, authenticate, throttle, inject faults, validate, call."""
         sim = self.server.simulator
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -215,8 +228,13 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as exc:
             sim.world.violate("bad_request", None, f"{route}: {exc}")
             if route == "tokens":  # IAM answers Keystone-style
-                reply = {"error": {"code": 400, "message": "The request body is not valid JSON.",
-                                   "title": "Bad Request"}}
+                reply = {
+                    "error": {
+                        "code": 400,
+                        "message": "The request body is not valid JSON.",
+                        "title": "Bad Request",
+                    }
+                }
                 status, extra = 400, {}
             else:
                 status, reply, extra = DRS_ERRORS[exc.code][0], drs_error(exc.code, lang, exc.arg), {}

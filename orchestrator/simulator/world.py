@@ -54,7 +54,7 @@ class World:
         self.violations: Counter[str] = Counter()
         self.violation_log: list[dict[str, Any]] = []
         self.destructive_calls: list[dict[str, Any]] = []
-        # Ids come from the seeded RNG (same seed, same ids); runtime draws (jitter, failures) from another one
+        # Ids come from the seeded RNG (same seed, same ids); runtime draws (jitter, failures) from another
         # so that adding a job never shifts the outcome of a release.
         self.id_rng = random.Random(seed)
         self.rng = random.Random(f"runtime-{seed}")
@@ -101,7 +101,9 @@ class World:
         if status == "RELEASE_RESOURCE_COMPLETE" and job.engine_type.endswith("mysql"):
             # The breakpoint is exposed on the detail (§3): a GTID set and the binlog position.
             job.gtid = f"{uuid.UUID(int=self.rng.getrandbits(128))}:1-{self.rng.randint(1000, 99999)}"
-            job.incre_start_position = f"mysql-bin.{self.rng.randint(1, 999):06d}:{self.rng.randint(4, 10**7)}"
+            job.incre_start_position = (
+                f"mysql-bin.{self.rng.randint(1, 999):06d}:{self.rng.randint(4, 10**7)}"
+            )
         if status == RELEASE_FAILED:
             job.error_message = "Failed to release the replication instance resources."
         elif status in ("RELEASE_RESOURCE_STARTED", "RELEASE_RESOURCE_COMPLETE"):
@@ -154,8 +156,15 @@ class World:
         """A version-4 UUID drawn from the seeded RNG."""
         return str(uuid.UUID(int=self.id_rng.getrandbits(128), version=4))
 
-    def add(self, spec: JobSpec, *, created_ago: float = 0.0, tags: Iterable[dict[str, str]] = (),
-            net_type: str = "vpc", job_direction: str = "up") -> str:
+    def add(
+        self,
+        spec: JobSpec,
+        *,
+        created_ago: float = 0.0,
+        tags: Iterable[dict[str, str]] = (),
+        net_type: str = "vpc",
+        job_direction: str = "up",
+    ) -> str:
         """Add a task (and its children) in the spec's status; transitional statuses start moving now."""
         spec.validate()
         with self.lock:
@@ -164,12 +173,22 @@ class World:
             job_id = self.new_id()
             kind = Kind.DUAL_PARENT if spec.multi_write else Kind.SINGLE
             job = Job(
-                id=job_id, name=spec.name or f"drs-{spec.db_use_type.lower()}-{job_id[:8]}",
-                db_use_type=spec.db_use_type, engine_type=spec.engine_type, status=spec.status,
-                created_mono=created, updated_mono=created, kind=kind, task_type=spec.task_type,
-                job_direction=job_direction, net_type=net_type, description=spec.description,
+                id=job_id,
+                name=spec.name or f"drs-{spec.db_use_type.lower()}-{job_id[:8]}",
+                db_use_type=spec.db_use_type,
+                engine_type=spec.engine_type,
+                status=spec.status,
+                created_mono=created,
+                updated_mono=created,
+                kind=kind,
+                task_type=spec.task_type,
+                job_direction=job_direction,
+                net_type=net_type,
+                description=spec.description,
                 tags=[*tags, *({"key": k, "value": v} for k, v in spec.tags)],
-                busy_times=spec.busy_times, release_fails=spec.release_fails, never_releases=spec.never_releases,
+                busy_times=spec.busy_times,
+                release_fails=spec.release_fails,
+                never_releases=spec.never_releases,
                 inst_ip=f"192.168.{self.id_rng.randint(0, 254)}.{self.id_rng.randint(2, 254)}",
             )
             if spec.period_order_id:
@@ -186,13 +205,20 @@ class World:
         child_id = self.new_id()
         dual = parent.kind is Kind.DUAL_PARENT
         child = Job(
-            id=child_id, name=f"{parent.name}-{'node' if dual else 'child'}{n + 1}",
-            db_use_type=parent.db_use_type, engine_type=parent.engine_type,
+            id=child_id,
+            name=f"{parent.name}-{'node' if dual else 'child'}{n + 1}",
+            db_use_type=parent.db_use_type,
+            engine_type=parent.engine_type,
             status=parent.status if dual else spec.child_status,
-            created_mono=parent.created_mono, updated_mono=parent.created_mono,
-            kind=Kind.DUAL_CHILD if dual else Kind.REEDIT_CHILD, task_type=parent.task_type,
-            job_direction=parent.job_direction, net_type=parent.net_type, parent_id=parent.id,
-            tags=list(parent.tags), inst_ip=parent.inst_ip,
+            created_mono=parent.created_mono,
+            updated_mono=parent.created_mono,
+            kind=Kind.DUAL_CHILD if dual else Kind.REEDIT_CHILD,
+            task_type=parent.task_type,
+            job_direction=parent.job_direction,
+            net_type=parent.net_type,
+            parent_id=parent.id,
+            tags=list(parent.tags),
+            inst_ip=parent.inst_ip,
         )
         self.jobs[child_id] = child
         parent.child_ids.append(child_id)
@@ -215,7 +241,11 @@ class World:
     def top_level(self) -> list[Job]:
         """Tasks shown as rows of the list API: live ones whose parent is not itself listed."""
         listed = {j.id for j in self.jobs.values() if j.status != "DELETED"}
-        return [j for j in self.jobs.values() if j.id in listed and (j.parent_id is None or j.parent_id not in listed)]
+        return [
+            j
+            for j in self.jobs.values()
+            if j.id in listed and (j.parent_id is None or j.parent_id not in listed)
+        ]
 
     def list_entry(self, job: Job) -> dict[str, Any]:
         """A list row with its children (dual-active nodes, re-edit sub-tasks) nested in children[]."""
@@ -237,8 +267,12 @@ class World:
             out = {}
             for job in self.jobs.values():
                 d = self.detail_of(job)
-                d.update(kind=job.kind.value, child_ids=list(job.child_ids), order_active=job.order_active,
-                         parent_id=job.parent_id)
+                d.update(
+                    kind=job.kind.value,
+                    child_ids=list(job.child_ids),
+                    order_active=job.order_active,
+                    parent_id=job.parent_id,
+                )
                 out[job.id] = d
             return out
 
@@ -248,8 +282,9 @@ class World:
         """Count one broken rule (and keep a log line saying which task and why)."""
         with self.lock:
             self.violations[rule] += 1
-            self.violation_log.append({"rule": rule, "job_id": job_id, "detail": detail_text,
-                                       "at": self.clock.now().isoformat()})
+            self.violation_log.append(
+                {"rule": rule, "job_id": job_id, "detail": detail_text, "at": self.clock.now().isoformat()}
+            )
 
     # -- batch-jobs ---------------------------------------------------------------------------------------
 
@@ -271,10 +306,16 @@ class World:
                 self._enter(job, "RELEASE_CHILD_TRANSFER_STARTED", now)
             else:
                 self._enter(job, "RELEASE_RESOURCE_STARTED", now, force=delete_type == "force_terminate")
-        self.destructive_calls.append({
-            "job_id": job_id, "delete_type": delete_type, "result": "failed" if code else "success",
-            "error_code": code, "status_before": before, "at": self.clock.now().isoformat(),
-        })
+        self.destructive_calls.append(
+            {
+                "job_id": job_id,
+                "delete_type": delete_type,
+                "result": "failed" if code else "success",
+                "error_code": code,
+                "status_before": before,
+                "at": self.clock.now().isoformat(),
+            }
+        )
         if code is None:
             return {"id": job_id, "status": "success"}
         return {"id": job_id, "status": "failed", "error_code": code, "error_msg": message}
@@ -283,7 +324,9 @@ class World:
         """Why DRS refuses this item (code, message), or (None, '') to accept it; counts violations."""
         if job is None:
             code = self.missing_code(job_id)
-            self.violate("action_on_deleted" if code == "DRS.M05004" else "unknown_job_action", job_id, delete_type)
+            self.violate(
+                "action_on_deleted" if code == "DRS.M05004" else "unknown_job_action", job_id, delete_type
+            )
             return code, drs_message(code, lang)
         if job.status == "DELETED":
             self.violate("action_on_deleted", job_id, delete_type)
@@ -292,7 +335,9 @@ class World:
             self.violate("child_id", job_id, f"{delete_type} on a dual-active child of {job.parent_id}")
             return "DRS.M00308", drs_message("DRS.M00308", lang)
         if job.is_period():
-            self.violate("action_on_period_order", job_id, f"{delete_type} with order {job.period_order['order_id']}")
+            self.violate(
+                "action_on_period_order", job_id, f"{delete_type} with order {job.period_order['order_id']}"
+            )
             return "DRS.M00304", PERIOD_ORDER_MSG[1 if lang == "zh-cn" else 0]
         if delete_type == "delete":
             if job.status not in DELETABLE:
@@ -314,7 +359,7 @@ class World:
     # -- operator actions ---------------------------------------------------------------------------------
 
     def unsubscribe(self, job_id: str) -> str:
-        """The operator unsubscribes a yearly/monthly order: the task releases by itself, then is deletable."""
+        """The operator unsubscribes a yearly/monthly order: the task releases itself, then is deletable."""
         with self.lock:
             self.settle()
             job = self.jobs.get(job_id)

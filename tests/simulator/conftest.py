@@ -35,8 +35,12 @@ class Api:
     def __init__(self, url: str, token: str = TOKEN, project: str = PROJECT) -> None:
         self.url = url
         self.project = project
-        self.http = httpx.Client(base_url=url, timeout=5.0, verify=_SSL,
-                                 headers={"X-Auth-Token": token, "Content-Type": "application/json"})
+        self.http = httpx.Client(
+            base_url=url,
+            timeout=5.0,
+            verify=_SSL,
+            headers={"X-Auth-Token": token, "Content-Type": "application/json"},
+        )
 
     def post(self, path: str, body: Any, **kw: Any) -> httpx.Response:
         return self.http.post(f"/v3/{self.project}{path}", json=body, **kw)

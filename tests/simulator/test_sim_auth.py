@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from orchestrator.drs import signing
 from orchestrator.simulator import ManualClock
 
-from .conftest import raw, AK, IAM_USER, PROJECT, SK, SimFactory, add
+from .conftest import AK, IAM_USER, PROJECT, SK, SimFactory, add, raw
 
 VECTOR_HOST = "drs.cn-north-4.myhuaweicloud.com"
 VECTOR_HEADERS = {
@@ -25,33 +26,58 @@ VECTOR_HEADERS = {
 SIGNED = "content-type;host;user-agent;x-language;x-project-id;x-sdk-date"
 
 
-def signed_headers(url: str, method: str, path: str, body: bytes, *, when: datetime,
-                   ak: str = AK, sk: str = SK, query: list[tuple[str, str]] | None = None,
-                   extra: dict[str, str] | None = None) -> dict[str, str]:
+def signed_headers(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    when: datetime,
+    ak: str = AK,
+    sk: str = SK,
+    query: list[tuple[str, str]] | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """Headers of an AK/SK request signed the SDK's way (every header without '_' is signed)."""
-    headers = {"Content-Type": "application/json", "X-Sdk-Date": signing.sdk_date(when),
-               "Host": httpx.URL(url).netloc.decode(), "X-Project-Id": PROJECT, **(extra or {})}
-    headers["Authorization"] = signing.sign(access_key=ak, secret_key=sk, method=method, path=path,
-                                            query=query or [], headers=headers, body=body)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Sdk-Date": signing.sdk_date(when),
+        "Host": httpx.URL(url).netloc.decode(),
+        "X-Project-Id": PROJECT,
+        **(extra or {}),
+    }
+    headers["Authorization"] = signing.sign(
+        access_key=ak, secret_key=sk, method=method, path=path, query=query or [], headers=headers, body=body
+    )
     return headers
 
 
-def _send(url: str, method: str, path: str, body: bytes, headers: dict[str, str], query: str = "") -> httpx.Response:
+def _send(
+    url: str, method: str, path: str, body: bytes, headers: dict[str, str], query: str = ""
+) -> httpx.Response:
     return raw.request(method, f"{url}{path}{query}", content=body, headers=headers)
 
 
 # -- the published vectors ---------------------------------------------------------------------------------
 
+
 def test_published_vectors_pass_the_gateway(make_sim: SimFactory) -> None:
-    # The §12.2 vectors were signed at 2024-01-01T00:00:00Z for a fixed host: set the clock and send that Host.
+    # The §12.2 vectors were signed at 2024-01-01T00:00:00Z for a fixed host: set the clock, send that Host.
     sim, api = make_sim(clock=ManualClock(datetime(2024, 1, 1, 0, 5, tzinfo=UTC)))
     cases = [
-        ("POST", "batch-status",
-         b'{"jobs": ["9a470239-2308-4bb5-a6bc-1040402fjb21"], "page_req": {"cur_page": 1, "per_page": 10}}',
-         "53cda18ace3f84a0e516ba5e9c413c20faac1a89ce6af77114f24434f0ac4d49"),
-        ("DELETE", "batch-jobs",
-         b'{"jobs": [{"delete_type": "terminate", "job_id": "9a470239-2308-4bb5-a6bc-1040402fjb21"}]}',
-         "8df045e9788c0869c935ac55d1f4f81637faf91e1985e2c5b5d1f6f99fcaea0a"),
+        (
+            "POST",
+            "batch-status",
+            b'{"jobs": ["9a470239-2308-4bb5-a6bc-1040402fjb21"], '
+            b'"page_req": {"cur_page": 1, "per_page": 10}}',
+            "53cda18ace3f84a0e516ba5e9c413c20faac1a89ce6af77114f24434f0ac4d49",
+        ),
+        (
+            "DELETE",
+            "batch-jobs",
+            b'{"jobs": [{"delete_type": "terminate", "job_id": "9a470239-2308-4bb5-a6bc-1040402fjb21"}]}',
+            "8df045e9788c0869c935ac55d1f4f81637faf91e1985e2c5b5d1f6f99fcaea0a",
+        ),
     ]
     for method, api_name, body, sig in cases:
         headers = dict(VECTOR_HEADERS)
@@ -68,6 +94,7 @@ def test_published_vectors_pass_the_gateway(make_sim: SimFactory) -> None:
 
 # -- AK/SK --------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def signed_env(make_sim: SimFactory) -> tuple[Any, str, ManualClock]:
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
@@ -79,7 +106,7 @@ def test_aksk_signed_request_is_accepted(signed_env) -> None:  # type: ignore[no
     sim, url, clock = signed_env
     job = add(sim)
     path = f"/v3/{PROJECT}/jobs/batch-status"
-    body = ('{"jobs": ["%s"], "page_req": {"cur_page": 1, "per_page": 10}}' % job).encode()
+    body = json.dumps({"jobs": [job], "page_req": {"cur_page": 1, "per_page": 10}}).encode()
     r = _send(url, "POST", path, body, signed_headers(url, "POST", path, body, when=clock.now()))
     assert r.status_code == 200, r.text
     assert r.json()["results"] == [{"id": job, "status": "INCRE_TRANSFER_STARTED"}]
@@ -96,13 +123,14 @@ def test_aksk_signed_query_is_verified(signed_env) -> None:  # type: ignore[no-u
     assert _send(url, "POST", path, body, headers, "?limit=11&name=a%20b%2Fc").status_code == 401
 
 
-@pytest.mark.parametrize("tamper", ["body", "header", "date_skew", "unknown_ak", "wrong_sk", "no_host_signed",
-                                    "garbage", "path"])
+@pytest.mark.parametrize(
+    "tamper", ["body", "header", "date_skew", "unknown_ak", "wrong_sk", "no_host_signed", "garbage", "path"]
+)
 def test_aksk_tampering_is_refused(signed_env, tamper: str) -> None:  # type: ignore[no-untyped-def]
     sim, url, clock = signed_env
     job = add(sim)
     path = f"/v3/{PROJECT}/jobs/batch-status"
-    body = ('{"jobs": ["%s"]}' % job).encode()
+    body = json.dumps({"jobs": [job]}).encode()
     when = clock.now()
     headers = signed_headers(url, "POST", path, body, when=when, extra={"X-Language": "en-us"})
     send_path = path
@@ -118,8 +146,9 @@ def test_aksk_tampering_is_refused(signed_env, tamper: str) -> None:  # type: ig
         headers = signed_headers(url, "POST", path, body, when=when, sk="not-the-secret")
     elif tamper == "no_host_signed":
         unsigned = {k: v for k, v in headers.items() if k not in ("Host", "Authorization")}
-        auth = signing.sign(access_key=AK, secret_key=SK, method="POST", path=path, query=[], headers=unsigned,
-                            body=body)
+        auth = signing.sign(
+            access_key=AK, secret_key=SK, method="POST", path=path, query=[], headers=unsigned, body=body
+        )
         headers = dict(unsigned, Authorization=auth)
     elif tamper == "garbage":
         headers["Authorization"] = "SDK-HMAC-SHA256 nonsense"
@@ -147,8 +176,13 @@ def test_security_token_when_configured(make_sim: SimFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     _, api = make_sim(clock=clock, security_tokens={AK: "sts-token"})
     url, path, body = api.url, f"/v3/{PROJECT}/jobs", b'{"db_use_type": "sync"}'
-    assert _send(url, "POST", path, body, signed_headers(url, "POST", path, body, when=clock.now())).status_code == 401
-    headers = signed_headers(url, "POST", path, body, when=clock.now(), extra={"X-Security-Token": "sts-token"})
+    assert (
+        _send(url, "POST", path, body, signed_headers(url, "POST", path, body, when=clock.now())).status_code
+        == 401
+    )
+    headers = signed_headers(
+        url, "POST", path, body, when=clock.now(), extra={"X-Security-Token": "sts-token"}
+    )
     assert _send(url, "POST", path, body, headers).status_code == 200
     headers = signed_headers(url, "POST", path, body, when=clock.now(), extra={"X-Security-Token": "other"})
     assert _send(url, "POST", path, body, headers).status_code == 401
@@ -165,9 +199,18 @@ def test_aksk_project_mismatch_is_403(signed_env) -> None:  # type: ignore[no-un
 
 # -- tokens -------------------------------------------------------------------------------------------------
 
-def _token_body(user: str = IAM_USER[0], password: str = IAM_USER[1], scope: dict[str, Any] | None = None) -> Any:
-    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "password": password, "domain": {"name": IAM_USER[2]}}}}}}
+
+def _token_body(
+    user: str = IAM_USER[0], password: str = IAM_USER[1], scope: dict[str, Any] | None = None
+) -> Any:
+    body: dict[str, Any] = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "password": password, "domain": {"name": IAM_USER[2]}}},
+            }
+        }
+    }
     body["auth"]["scope"] = scope if scope is not None else {"project": {"name": "cn-north-4"}}
     return body
 
@@ -181,14 +224,19 @@ def test_missing_and_bad_tokens(make_sim: SimFactory) -> None:
     assert r.json()["error_msg"] == "Incorrect IAM authentication information: x-auth-token not found"
     r = raw.post(path, json={"db_use_type": "sync"}, headers={"X-Auth-Token": "MIIforged"})
     assert (r.status_code, r.json()["error_msg"]) == (
-        401, "Incorrect IAM authentication information: decrypt token fail")
+        401,
+        "Incorrect IAM authentication information: decrypt token fail",
+    )
     assert sim.violations == {"unauthenticated": 2}
 
 
 def test_iam_token_issue_and_use(make_sim: SimFactory, clock: ManualClock) -> None:
-    sim, api = make_sim()
-    r = raw.post(f"{api.url}/v3/auth/tokens?nocatalog=true", json=_token_body(),
-                   headers={"Content-Type": "application/json;charset=utf8"})
+    _, api = make_sim()
+    r = raw.post(
+        f"{api.url}/v3/auth/tokens?nocatalog=true",
+        json=_token_body(),
+        headers={"Content-Type": "application/json;charset=utf8"},
+    )
     assert r.status_code == 201, r.text
     token = r.headers["X-Subject-Token"]
     assert token.startswith("MII")
@@ -198,12 +246,16 @@ def test_iam_token_issue_and_use(make_sim: SimFactory, clock: ManualClock) -> No
     assert expires - issued == timedelta(hours=24)
     assert body["methods"] == ["password"] and body["project"]["id"] == PROJECT
     assert body["user"]["name"] == IAM_USER[0]
-    r = raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers={"X-Auth-Token": token})
+    r = raw.post(
+        f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers={"X-Auth-Token": token}
+    )
     assert r.status_code == 200
     by_id = _token_body(scope={"project": {"id": PROJECT}})
     assert raw.post(f"{api.url}/v3/auth/tokens", json=by_id).status_code == 201
     clock.advance(24 * 3600)
-    r = raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers={"X-Auth-Token": token})
+    r = raw.post(
+        f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers={"X-Auth-Token": token}
+    )
     assert (r.status_code, r.json()["error_code"]) == (401, "APIGW.0307")
 
 
@@ -221,9 +273,13 @@ def test_token_ttl_option_expires_early(make_sim: SimFactory, clock: ManualClock
     _, api = make_sim(token_ttl_seconds=30)
     token = raw.post(f"{api.url}/v3/auth/tokens", json=_token_body()).headers["X-Subject-Token"]
     h = {"X-Auth-Token": token}
-    assert raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 200
+    assert (
+        raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 200
+    )
     clock.advance(30)
-    assert raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 401
+    assert (
+        raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 401
+    )
 
 
 def test_domain_scoped_token_is_forbidden_on_a_project(make_sim: SimFactory) -> None:
@@ -244,13 +300,17 @@ def test_expire_tokens_in_process_and_over_http(make_sim: SimFactory) -> None:
     assert r.json()["error_msg"] == "The token must be updated."
     token = raw.post(f"{api.url}/v3/auth/tokens", json=_token_body()).headers["X-Subject-Token"]
     h = {"X-Auth-Token": token}
-    assert raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 200
+    assert (
+        raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 200
+    )
     assert raw.post(f"{api.url}/_sim/expire-tokens").status_code == 200
-    assert raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 401
+    assert (
+        raw.post(f"{api.url}/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers=h).status_code == 401
+    )
 
 
 def test_path_project_mismatch_is_403(make_sim: SimFactory) -> None:
-    sim, api = make_sim()
+    _, api = make_sim()
     r = api.http.post(f"/v3/{'a' * 32}/jobs", json={"db_use_type": "sync"})
     assert (r.status_code, r.json()["error_code"]) == (403, "DRS.M00261")
     assert r.json()["error_msg"] == "Invalid project ID."
@@ -258,9 +318,13 @@ def test_path_project_mismatch_is_403(make_sim: SimFactory) -> None:
 
 def test_content_type_must_be_json(make_sim: SimFactory) -> None:
     _, api = make_sim()
-    r = api.http.post(f"/v3/{PROJECT}/jobs", content=b'{"db_use_type": "sync"}',
-                      headers={"Content-Type": "text/plain"})
+    r = api.http.post(
+        f"/v3/{PROJECT}/jobs", content=b'{"db_use_type": "sync"}', headers={"Content-Type": "text/plain"}
+    )
     assert r.status_code == 415
-    r = api.http.post(f"/v3/{PROJECT}/jobs", content=b'{"db_use_type": "sync"}',
-                      headers={"Content-Type": "application/json;charset=UTF-8"})
+    r = api.http.post(
+        f"/v3/{PROJECT}/jobs",
+        content=b'{"db_use_type": "sync"}',
+        headers={"Content-Type": "application/json;charset=UTF-8"},
+    )
     assert r.status_code == 200

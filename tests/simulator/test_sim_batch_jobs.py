@@ -25,7 +25,9 @@ def test_results_in_request_order_with_per_item_failures(make_sim: SimFactory) -
     assert body["results"][2]["error_msg"]
     assert sim.violations == {"delete_not_deletable": 1}
     calls = sim.destructive_calls
-    assert [(c["job_id"], c["delete_type"], c["result"], c["error_code"], c["status_before"]) for c in calls] == [
+    assert [
+        (c["job_id"], c["delete_type"], c["result"], c["error_code"], c["status_before"]) for c in calls
+    ] == [
         (running, "terminate", "success", None, "INCRE_TRANSFER_STARTED"),
         (deletable, "delete", "success", None, "CREATE_FAILED"),
         (failed, "delete", "failed", "DRS.M00304", "INCRE_TRANSFER_FAILED"),
@@ -96,8 +98,10 @@ def test_never_releases_stays_started(make_sim: SimFactory, clock: ManualClock) 
 
 def test_redundant_stop_on_released_or_transitional(make_sim: SimFactory) -> None:
     sim, api = make_sim()
-    ids = [add(sim, s) for s in ("RELEASE_RESOURCE_COMPLETE", "RELEASE_RESOURCE_STARTED", "CREATING",
-                                   "CREATE_FAILED")]
+    ids = [
+        add(sim, s)
+        for s in ("RELEASE_RESOURCE_COMPLETE", "RELEASE_RESOURCE_STARTED", "CREATING", "CREATE_FAILED")
+    ]
     results = api.results(*ids, action="terminate")
     assert [(r["status"], r["error_code"]) for r in results] == [("failed", "DRS.M00304")] * 4
     assert sim.violations == {"redundant_stop": 4}
@@ -160,19 +164,33 @@ def test_whole_request_refusals_apply_nothing(make_sim: SimFactory) -> None:
     job = add(sim)
     path = f"/v3/{api.project}/jobs/batch-jobs"
     cases = [
-        ({"jobs": [{"job_id": job, "delete_type": "terminate"}, {"job_id": "xyz", "delete_type": "terminate"}]},
-         "DRS.M00202"),
-        ({"jobs": [{"job_id": job, "delete_type": "terminate"}, {"job_id": job, "delete_type": "delete"}]},
-         "DRS.M00301"),
+        (
+            {
+                "jobs": [
+                    {"job_id": job, "delete_type": "terminate"},
+                    {"job_id": "xyz", "delete_type": "terminate"},
+                ]
+            },
+            "DRS.M00202",
+        ),
+        (
+            {"jobs": [{"job_id": job, "delete_type": "terminate"}, {"job_id": job, "delete_type": "delete"}]},
+            "DRS.M00301",
+        ),
         ({"jobs": [{"job_id": job, "delete_type": "stop"}]}, "DRS.M00202"),
         ({"jobs": [{"job_id": job}]}, "DRS.M00201"),
         ({"jobs": [{"delete_type": "terminate"}]}, "DRS.M00201"),
         ({"jobs": [{}]}, "DRS.M00202"),
         ({"jobs": []}, "DRS.M00201"),
         ({}, "DRS.M00201"),
-        ({"jobs": [{"job_id": job, "delete_type": "terminate", "is_show_breakpoint_position": "yes"}]},
-         "DRS.M00202"),
-        ({"jobs": [{"job_id": str(uuid.uuid4()), "delete_type": "terminate"} for _ in range(101)]}, "DRS.M00202"),
+        (
+            {"jobs": [{"job_id": job, "delete_type": "terminate", "is_show_breakpoint_position": "yes"}]},
+            "DRS.M00202",
+        ),
+        (
+            {"jobs": [{"job_id": str(uuid.uuid4()), "delete_type": "terminate"} for _ in range(101)]},
+            "DRS.M00202",
+        ),
     ]
     for body, code in cases:
         r = api.http.request("DELETE", path, json=body)
@@ -187,8 +205,11 @@ def test_whole_request_refusals_apply_nothing(make_sim: SimFactory) -> None:
 def test_breakpoint_flag_accepted_and_exposed_on_detail(make_sim: SimFactory, clock: ManualClock) -> None:
     sim, api = make_sim()
     job = add(sim)
-    r = api.http.request("DELETE", f"/v3/{api.project}/jobs/batch-jobs", json={
-        "jobs": [{"job_id": job, "delete_type": "terminate", "is_show_breakpoint_position": True}]})
+    r = api.http.request(
+        "DELETE",
+        f"/v3/{api.project}/jobs/batch-jobs",
+        json={"jobs": [{"job_id": job, "delete_type": "terminate", "is_show_breakpoint_position": True}]},
+    )
     assert r.status_code == 202 and r.json()["results"] == [{"id": job, "status": "success"}]
     clock.advance(1)
     detail = api.detail([job]).json()["results"][0]
@@ -204,7 +225,12 @@ def test_creating_and_starting_settle_by_themselves(make_sim: SimFactory, clock:
     assert api.status([creating, starting, full, upgrading]).json()["results"][0]["status"] == "CREATING"
     clock.advance(1)
     statuses = [x["status"] for x in api.status([creating, starting, full, upgrading]).json()["results"]]
-    assert statuses == ["CONFIGURATION", "INCRE_TRANSFER_STARTED", "FULL_TRANSFER_STARTED", "NODE_UPGRADE_COMPLETE"]
+    assert statuses == [
+        "CONFIGURATION",
+        "INCRE_TRANSFER_STARTED",
+        "FULL_TRANSFER_STARTED",
+        "NODE_UPGRADE_COMPLETE",
+    ]
 
 
 def test_creating_can_fail(make_sim: SimFactory, clock: ManualClock) -> None:
@@ -238,5 +264,3 @@ def test_orphaned_child_becomes_a_row(make_sim: SimFactory, clock: ManualClock) 
     assert [j["id"] for j in api.list(db_use_type="sync").json()["jobs"]] == [parent]
     api.results(parent, action="delete")
     assert [j["id"] for j in api.list(db_use_type="sync").json()["jobs"]] == [child]
-
-

@@ -1,4 +1,4 @@
-"""Fault injection (throttling, dropped connections, 5xx, latency), routing, X-Language and /_sim/ inspection."""
+"""Fault injection (throttling, dropped connections, 5xx, latency), routing, X-Language, /_sim/ inspection."""
 
 from __future__ import annotations
 
@@ -17,15 +17,18 @@ def _with_faults(**per_api: ApiFaults) -> Profile:
 
 
 def test_throttling_is_a_token_bucket_per_api(make_sim: SimFactory, clock: ManualClock) -> None:
-    sim, api = make_sim(profile=_with_faults(**{"batch-status": ApiFaults(throttle_rate=2, throttle_burst=2)}))
+    sim, api = make_sim(
+        profile=_with_faults(**{"batch-status": ApiFaults(throttle_rate=2, throttle_burst=2)})
+    )
     job = add(sim)
     assert [api.status([job]).status_code for _ in range(2)] == [200, 200]
     r = api.status([job])
     assert r.status_code == 429
     body = r.json()
     assert body["error_code"] == "APIGW.0308"
-    assert body["error_msg"] == ("The throttling threshold has been reached: policy user over ratelimit,"
-                                 "limit:120,time:1 minute")
+    assert body["error_msg"] == (
+        "The throttling threshold has been reached: policy user over ratelimit,limit:120,time:1 minute"
+    )
     assert body["request_id"] == r.headers["x-request-id"]
     assert int(r.headers["Retry-After"]) >= 1
     assert api.list(db_use_type="sync").status_code == 200  # other APIs have their own bucket (none here)
@@ -36,7 +39,9 @@ def test_throttling_is_a_token_bucket_per_api(make_sim: SimFactory, clock: Manua
 
 
 def test_bench_profile_throttles_at_200_per_second(make_sim: SimFactory) -> None:
-    bench = load_profile("bench").with_overrides(faults={"default": ApiFaults(throttle_rate=200, throttle_burst=200)})
+    bench = load_profile("bench").with_overrides(
+        faults={"default": ApiFaults(throttle_rate=200, throttle_burst=200)}
+    )
     sim, api = make_sim(profile=bench)
     codes = [api.status([add(sim)]).status_code for _ in range(201)]
     assert codes[:200] == [200] * 200 and codes[200] == 429
@@ -86,7 +91,10 @@ def test_latency_is_added(make_sim: SimFactory) -> None:
 def test_rough_profile_injects_every_fault(make_sim: SimFactory, clock: ManualClock) -> None:
     rough = load_profile("rough")
     # Keep rough's rates but drop its latency so the test stays fast.
-    faults = {k: ApiFaults(**{**v.__dict__, "latency_ms": 0, "latency_jitter_ms": 0}) for k, v in rough.faults.items()}
+    faults = {
+        k: ApiFaults(**{**v.__dict__, "latency_ms": 0, "latency_jitter_ms": 0})
+        for k, v in rough.faults.items()
+    }
     sim, api = make_sim(profile=rough.with_overrides(faults=faults), jobs=40, seed=5)
     ids = list(sim.jobs)
     seen: set[Any] = set()
@@ -116,14 +124,17 @@ def test_x_language(make_sim: SimFactory) -> None:
     assert r.json()["results"][0]["error_msg"] == "当前任务状态不允许调用此接口。"
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", f"/v3/{PROJECT}/jobs"),
-    ("POST", f"/v3/{PROJECT}/jobs/batch-pause"),
-    ("DELETE", f"/v3/{PROJECT}/jobs/batch-status"),
-    ("POST", f"/v3/{PROJECT}/jobs/"),
-    ("GET", f"/v5/{PROJECT}/jobs"),
-    ("GET", "/"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/v3/{PROJECT}/jobs"),
+        ("POST", f"/v3/{PROJECT}/jobs/batch-pause"),
+        ("DELETE", f"/v3/{PROJECT}/jobs/batch-status"),
+        ("POST", f"/v3/{PROJECT}/jobs/"),
+        ("GET", f"/v5/{PROJECT}/jobs"),
+        ("GET", "/"),
+    ],
+)
 def test_unknown_routes_are_404_apigw_0101(make_sim: SimFactory, method: str, path: str) -> None:
     sim, api = make_sim()
     r = raw.request(method, f"{api.url}{path}", json={})  # no credentials: routing comes first
@@ -142,7 +153,8 @@ def test_inspection_endpoints(make_sim: SimFactory) -> None:
     assert [(c["job_id"], c["delete_type"], c["result"]) for c in calls] == [(job, "delete", "failed")]
     reqs = raw.get(f"{api.url}/_sim/requests").json()["requests"]
     assert [(r["method"], r["route"], r["status"], r["auth"]) for r in reqs] == [
-        ("DELETE", "batch-jobs", 202, "token")]
+        ("DELETE", "batch-jobs", 202, "token")
+    ]
     assert reqs[0]["request_id"] and reqs[0]["duration_ms"] >= 0
     assert raw.get(f"{api.url}/_sim/jobs").json()["jobs"][job]["status"] == "INCRE_TRANSFER_STARTED"
     r = raw.post(f"{api.url}/_sim/jobs", json={"status": "PAUSING", "db_use_type": "migration"})
@@ -168,13 +180,17 @@ def test_concurrent_clients(make_sim: SimFactory, clock: ManualClock) -> None:
 
     def work(chunk: list[str]) -> int:
         with httpx.Client(base_url=api.url, headers=dict(api.http.headers), verify=False) as c:
-            c.request("DELETE", f"/v3/{PROJECT}/jobs/batch-jobs",
-                      json={"jobs": [{"job_id": i, "delete_type": "terminate"} for i in chunk]})
-            return c.post(f"/v3/{PROJECT}/jobs/batch-status", json={"jobs": chunk, "page_req": {"per_page": 0}}
-                          ).json()["count"]
+            c.request(
+                "DELETE",
+                f"/v3/{PROJECT}/jobs/batch-jobs",
+                json={"jobs": [{"job_id": i, "delete_type": "terminate"} for i in chunk]},
+            )
+            return c.post(
+                f"/v3/{PROJECT}/jobs/batch-status", json={"jobs": chunk, "page_req": {"per_page": 0}}
+            ).json()["count"]
 
     with ThreadPoolExecutor(8) as pool:
-        counts = list(pool.map(work, [ids[i:i + 5] for i in range(0, 40, 5)]))
+        counts = list(pool.map(work, [ids[i : i + 5] for i in range(0, 40, 5)]))
     assert counts == [5] * 8
     clock.advance(1)
     assert {sim.status_of(i) for i in ids} == {"RELEASE_RESOURCE_COMPLETE"}

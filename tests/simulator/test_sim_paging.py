@@ -1,4 +1,4 @@
-"""batch-status / batch-detail / list paging and request validation (reference/drs-api.md §4–§6)."""
+"""batch-status / batch-detail / list paging and request validation (reference/drs-api.md §4-§6)."""
 
 from __future__ import annotations
 
@@ -145,8 +145,15 @@ def test_list_filters_rows_and_children(make_sim: SimFactory) -> None:
     sim, api = make_sim()
     a = sim.add_job(JobSpec(name="orders-prod-sync-001", status="INCRE_TRANSFER_STARTED", children=1))
     b = sim.add_job(JobSpec(name="billing-dev-sync-002", status="PAUSING", engine_type="postgresql"))
-    dr = sim.add_job(JobSpec(db_use_type="cloudDataGuard", engine_type="cloudDataGuard-mysql", multi_write=True,
-                             children=2, name="ledger-dr"))
+    dr = sim.add_job(
+        JobSpec(
+            db_use_type="cloudDataGuard",
+            engine_type="cloudDataGuard-mysql",
+            multi_write=True,
+            children=2,
+            name="ledger-dr",
+        )
+    )
     rows = api.list(db_use_type="sync").json()
     assert rows["total_record"] == 2  # the re-edit child is nested, not a row
     by_id = {j["id"]: j for j in rows["jobs"]}
@@ -158,8 +165,9 @@ def test_list_filters_rows_and_children(make_sim: SimFactory) -> None:
     assert {"available_actions", "unavailable_actions", "current_action"} <= set(row["job_action"])
     assert "FREE_RESOURCE" in row["job_action"]["available_actions"]
     assert [j["id"] for j in api.list(db_use_type="sync", name="ORDERS").json()["jobs"]] == [a]
-    assert [j["id"] for j in api.list(db_use_type="sync", name=f"{a},{b}").json()["jobs"]] == [b, a] or \
-        {j["id"] for j in api.list(db_use_type="sync", name=f"{a},{b}").json()["jobs"]} == {a, b}
+    assert [j["id"] for j in api.list(db_use_type="sync", name=f"{a},{b}").json()["jobs"]] == [b, a] or {
+        j["id"] for j in api.list(db_use_type="sync", name=f"{a},{b}").json()["jobs"]
+    } == {a, b}
     assert [j["id"] for j in api.list(db_use_type="sync", name=b).json()["jobs"]] == [b]
     assert [j["id"] for j in api.list(db_use_type="sync", status="PAUSING").json()["jobs"]] == [b]
     assert [j["id"] for j in api.list(db_use_type="sync", engine_type="postgresql").json()["jobs"]] == [b]
@@ -174,4 +182,6 @@ def test_list_tag_filter_in_both_shapes(make_sim: SimFactory) -> None:
     a = sim.add_job(JobSpec(tags=(("env", "prod"),)))
     sim.add_job(JobSpec(tags=(("env", "dev"),)))
     assert [j["id"] for j in api.list(db_use_type="sync", tags={"env": "prod"}).json()["jobs"]] == [a]
-    assert [j["id"] for j in api.list(db_use_type="sync", tags=[{"key": "env", "value": "prod"}]).json()["jobs"]] == [a]
+    assert [
+        j["id"] for j in api.list(db_use_type="sync", tags=[{"key": "env", "value": "prod"}]).json()["jobs"]
+    ] == [a]

@@ -1,13 +1,12 @@
-"""Dual-active DR parents and children, yearly/monthly orders, and batch-detail (reference/drs-api.md §3, §5, §9)."""
+"""Dual-active DR parents and children, yearly/monthly orders, batch-detail (drs-api.md §3, §5, §9)."""
 
 from __future__ import annotations
 
 import uuid
 
-
 from orchestrator.simulator import JobSpec, ManualClock
 
-from .conftest import raw, SimFactory, add
+from .conftest import SimFactory, add, raw
 
 DR = {"db_use_type": "cloudDataGuard", "engine_type": "cloudDataGuard-mysql"}
 
@@ -118,9 +117,27 @@ def test_detail_fields(make_sim: SimFactory, clock: ManualClock) -> None:
     job = sim.add_job(JobSpec(name="orders-prod", tags=(("env", "prod"),), task_type="INCR_TRANS"))
     clock.advance(5)
     d = api.detail([job]).json()["results"][0]
-    for key in ("id", "name", "status", "description", "db_use_type", "engine_type", "task_type", "job_direction",
-                "period_order", "multi_write", "children", "tags", "create_time", "update_time", "gtid",
-                "incre_start_position", "error_code", "error_message", "inst_info"):
+    for key in (
+        "id",
+        "name",
+        "status",
+        "description",
+        "db_use_type",
+        "engine_type",
+        "task_type",
+        "job_direction",
+        "period_order",
+        "multi_write",
+        "children",
+        "tags",
+        "create_time",
+        "update_time",
+        "gtid",
+        "incre_start_position",
+        "error_code",
+        "error_message",
+        "inst_info",
+    ):
         assert key in d, key
     assert d["name"] == "orders-prod" and d["tags"] == [{"key": "env", "value": "prod"}]
     assert d["children"] == [] and d["multi_write"] is False and d["task_type"] == "INCR_TRANS"
