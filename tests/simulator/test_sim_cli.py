@@ -9,6 +9,8 @@ import sys
 
 import httpx
 
+from orchestrator.drs import signing
+
 PROJECT = "0123456789abcdef0123456789abcdef"
 
 
@@ -46,6 +48,23 @@ def test_serve_prints_url_serves_and_stops_on_sigterm() -> None:
         with httpx.Client(base_url=url, headers={"Content-Type": "application/json"}) as c:
             jobs = c.get("/_sim/jobs").json()["jobs"]
             assert len(jobs) == 12
+            body = b'{"db_use_type": "sync"}'
+            headers = {
+                "Content-Type": "application/json",
+                "X-Sdk-Date": signing.sdk_date(),
+                "Host": httpx.URL(url).netloc.decode(),
+            }
+            headers["Authorization"] = signing.sign(
+                access_key="CLIAK",
+                secret_key="CLISK",
+                method="POST",
+                path=f"/v3/{PROJECT}/jobs",
+                query=[],
+                headers=headers,
+                body=body,
+            )
+            r = c.post(f"/v3/{PROJECT}/jobs", content=body, headers=headers)
+            assert r.status_code == 200, r.text  # the AK/SK pair came from the environment
             for token in ("cli-token", "other-token"):
                 r = c.post(
                     f"/v3/{PROJECT}/jobs", json={"db_use_type": "sync"}, headers={"X-Auth-Token": token}
