@@ -165,10 +165,11 @@ MIX = ("deleted",) * 7 + ("failed", "timed_out", "skipped", "blocked", "pending"
 
 def synthetic_run(store: Store, n: int, *, ticket: str | None = "CHG-2042",
                   reason: str | None = "decommission <legacy> & \"old\" DCs",
-                  name_of: Callable[[int], str] | None = None) -> str:
+                  name_of: Callable[[int], str] | None = None, worker: str = "ops-bastion-1:4242:abcdef",
+                  run_id: str | None = None) -> str:
     """A run with n tasks walked through a mix of outcomes over a few minutes, written through the Store."""
-    run_id = f"synthetic{n:05d}{'x' * 18}"[:32]
-    ctx = Context(actor=ACTOR, worker="ops-bastion-1:4242:abcdef", ticket=ticket, reason=reason)
+    run_id = run_id or f"synthetic{n:05d}{'x' * 18}"[:32]
+    ctx = Context(actor=ACTOR, worker=worker, ticket=ticket, reason=reason)
     kinds = [MIX[i % len(MIX)] for i in range(n)]
     ids = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(n)]
     names = [name_of(i) if name_of else f"svc-{i:04d}-sync" for i in range(n)]
