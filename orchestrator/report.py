@@ -664,9 +664,11 @@ td.why{color:#334155;max-width:320px;overflow-wrap:anywhere}
 color:var(--c);background:color-mix(in srgb,var(--c) 12%,white);border:1px solid
 color-mix(in srgb,var(--c) 35%,white)}
 table.mini{width:auto;min-width:220px;margin-bottom:12px}table.mini.wide{width:100%}
+table.mini.wide td:nth-child(2){white-space:nowrap}
 table.mini td,table.mini th{padding:4px 8px;font-size:12.5px}
-.hist{display:grid;gap:6px}
-.hrow{display:grid;grid-template-columns:130px 1fr 44px;gap:8px;align-items:center;font-size:12.5px}
+.hist{display:grid;grid-template-columns:max-content 1fr max-content;gap:7px 10px;align-items:center;
+font-size:12.5px}
+.hrow{display:contents}
 .hrow b{text-align:right;font-variant-numeric:tabular-nums}
 .hbar{background:#f1f5f9;border-radius:4px;height:12px;overflow:hidden}.hbar i{display:block;height:100%}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}

@@ -181,7 +181,8 @@ def synthetic_run(store: Store, n: int, *, ticket: str | None = "CHG-2042",
     for job_id, name, kind in zip(ids, names, kinds, strict=True):
         action, status, _ = _PATHS[kind]
         tasks.append(Task(run_id=run_id, job_id=job_id, name=name, planned_action=action, plan_status=status,
-                          state=TaskState.PENDING, last_status=status, updated_at=T0))
+                          state=TaskState.PENDING, last_status=status, stop_attempts=0, forced=False,
+                          busy_retries=0, resends=0, unchanged_polls=0, updated_at=T0))
         events.append(Event(trigger="plan", job_id=job_id, to_state="pending", remote_status=status,
                             detail=f"{action}: planned"))
     store.create_run(run, tasks, ctx, events, T0)

@@ -345,3 +345,17 @@ def test_the_report_renders_in_chromium(page: str, tmp_path: Path) -> None:
     for colour in (STATE_COLORS["releasing"], STATE_COLORS["deleting"], OUTCOME_COLORS["deleted"]):
         assert any(_near(px, _rgb(colour)) for px in colours), f"{colour} not on screen"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+@pytest.mark.parametrize(("span", "labels"), [
+    (0.75, ["0 s", "0.1 s", "0.2 s", "0.3 s", "0.4 s", "0.5 s", "0.6 s", "0.7 s"]),
+    (150, ["0 s", "30 s", "60 s", "90 s", "120 s", "150 s"]),
+    (5400, ["0 min", "15 min", "30 min", "45 min", "60 min", "75 min", "90 min"]),
+    (4 * 3600 + 120, ["0 h", "1 h", "2 h", "3 h", "4 h"]),
+    (6 * 86400, ["0 d", "1 d", "2 d", "3 d", "4 d", "5 d", "6 d"]),
+])
+def test_time_axis_ticks_are_round_and_few(span: float, labels: list[str]) -> None:
+    from orchestrator.report import _tick_label, _ticks
+
+    step, ticks = _ticks(span)
+    assert [_tick_label(t, step) for t in ticks] == labels
