@@ -268,8 +268,14 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+# Identifiers read better (and copy cleanly) in a fixed-width font.
+_MONO = frozenset({"Credential", "Worker", "Workers", "Project", "Plan hash"})
+
+
 def _dl(items: Iterable[tuple[str, Any]]) -> str:
-    return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
+    return "<dl>" + "".join(
+        f"<dt>{_e(k)}</dt><dd>{f'<code>{_e(v)}</code>' if k in _MONO else _e(v)}</dd>" for k, v in items
+    ) + "</dl>"
 
 
 def _card(title: str, inner: str, *, small: str = "", cls: str = "") -> str:
@@ -350,7 +356,8 @@ def _verification(run: Run, v: audit.Verification) -> str:
         hashes = [("Head hash (anchor it elsewhere)", v.head_hash)]
     else:
         verdict = (f'<p class="verdict bad"><strong>&#10007; Broken at record seq {_e(v.broken_seq)}.'
-                   f"</strong> {_e(v.problem)}. The {v.records:,} records before it verify.</p>")
+                   f"</strong> {_e(v.problem)}. The {v.records:,} records before it verify; treat the rest "
+                   "of this report as unproven.</p>")
         hashes = [("Head recorded on the run", run.head_hash), ("Last hash that verifies", v.head_hash)]
     rows = "".join(f'<div class="hash"><span>{_e(k)}</span><code>{_e(h)}</code></div>' for k, h in hashes)
     note = ('<p class="note">Re-check at any time with <code>drs-teardown verify '
@@ -631,7 +638,7 @@ margin-bottom:16px;box-shadow:0 1px 2px rgba(15,23,42,.04)}
 .grid>.card{margin-bottom:16px}
 .grid3{display:grid;grid-template-columns:1fr 1.1fr 1.3fr;gap:24px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 16px;margin:0}
-dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
+dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}dd code{font-size:12.5px}
 .counts{display:grid;grid-template-columns:repeat(6,1fr);gap:10px;margin-bottom:12px}
 .count{border:1px solid var(--line);border-top:4px solid var(--c);border-radius:8px;padding:8px 12px}
 .count.zero{opacity:.45}
