@@ -582,13 +582,15 @@ def db_upgrade(app: App) -> None:
     app.err.print(f"database at revision {current_revision(store.engine)}")
 
 
-def _attach_simulator() -> None:
+@main.command("simulator", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                              "help_option_names": []}, add_help_option=False)
+@click.pass_context
+def simulator(ctx: click.Context) -> None:
+    """The DRS simulator as an HTTP server: `simulator serve --help`."""
+    # Imported on use: the simulator is not needed by any other command.
     from orchestrator.simulator.cli import simulator_group
 
-    main.add_command(simulator_group)
-
-
-_attach_simulator()
+    simulator_group.main(args=ctx.args, prog_name="drs-teardown simulator", standalone_mode=True)
 
 
 def entry(argv: list[str] | None = None) -> None:

@@ -100,6 +100,7 @@ class Work:
     unchanged_polls: int = 0
     reason: str | None = None
     error_code: str | None = None
+    since: datetime | None = None  # when the last transition happened: the oldest waiters are polled first
 
     @property
     def job_id(self) -> str:
@@ -132,7 +133,7 @@ def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datet
               endpoint=plan.endpoint, selection=selection or plan.selection.to_dict(), options=tuning.to_dict(),
               actor=ctx.actor, ticket=ctx.ticket, reason=ctx.reason, consent=consent, plan_hash=plan_hash,
               exit_code=None, deadline_at=now + timedelta(seconds=tuning.timeout), head_hash="")
-    tasks: list[Task] = []
+    tasks: list[dict[str, Any]] = []
     events: list[Event] = [Event(trigger="run_started", detail=f"consent={consent}; plan={plan.hash}; "
                                  f"targets={len(plan.items)}; counts={plan.counts()}")]
     for item in plan.items:
@@ -143,13 +144,14 @@ def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datet
             events.append(Event.of(lifecycle.fire(model, "skip"), detail=item.reason))
         elif item.action is Action.BLOCK:
             events.append(Event.of(lifecycle.fire(model, "block"), detail=item.reason))
-        tasks.append(Task(run_id=run_id, job_id=item.job_id, name=item.name, db_use_type=item.db_use_type,
-                          engine_type=item.engine_type, parent_job_id=item.parent_job_id, order_id=item.order_id,
-                          planned_action=item.action.value, plan_status=item.status, state=model.state,
-                          last_status=item.status, last_observed_at=now,
-                          reason=item.reason if model.state in TERMINAL else None, stop_attempts=0, forced=False,
-                          busy_retries=0, resends=0, phase_started_at=now, next_check_at=now,
-                          unchanged_polls=0, updated_at=now))
+        tasks.append({"run_id": run_id, "job_id": item.job_id, "name": item.name, "db_use_type": item.db_use_type,
+                      "engine_type": item.engine_type, "parent_job_id": item.parent_job_id,
+                      "order_id": item.order_id, "planned_action": item.action.value, "plan_status": item.status,
+                      "state": model.state, "last_status": item.status, "last_observed_at": now,
+                      "reason": item.reason if model.state in TERMINAL else None, "error_code": None,
+                      "stop_attempts": 0, "forced": False, "busy_retries": 0, "resends": 0,
+                      "phase_started_at": now, "next_check_at": now, "unchanged_polls": 0, "lease_owner": None,
+                      "lease_expires_at": None, "updated_at": now})
     store.create_run(run, tasks, ctx, events, now)
     return run_id
 
@@ -176,6 +178,7 @@ class Engine:
         self._last_heartbeat = self.started
         self._total = 0
         self.abort: EngineAbort | None = None
+        self._others: Counter[str] = Counter()
         client.recorder = self._record_exchange
 
     # -- plumbing -----------------------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class Engine:
     def _report(self) -> None:
         if self.progress is None:
             return
-        counts: Counter[str] = Counter()
+        counts: Counter[str] = Counter(self._others)
         waiting: Counter[str] = Counter()
         for w in self.work_items.values():
             counts[w.state.value] += 1
@@ -224,7 +227,11 @@ class Engine:
             self.work_items[t.job_id] = w
             added += 1
         self.fresh = False
-        self._total = max(self._total, len(self.work_items))
+        if not self._others:
+            # Tasks already settled when we joined (skipped/blocked at plan, or done before a resume) still count.
+            self._others = Counter(t.state.value for t in self.store.tasks(self.run_id)
+                                   if t.job_id not in self.work_items)
+        self._total = max(self._total, len(self.work_items) + sum(self._others.values()))
         return added
 
     def _change(self, w: Work, trigger: str | None = None, *, detail: str | None = None,
@@ -236,6 +243,7 @@ class Engine:
         if trigger is not None and step is None:
             step = self.lifecycle.fire(w.model, trigger)
         if step is not None:
+            w.since = self.clock.now()
             if detail is not None:
                 w.reason = detail
             if error_code is not None:
@@ -245,8 +253,7 @@ class Engine:
             values.setdefault("reason", w.reason)
             values.setdefault("error_code", w.error_code)
         values.update(state=w.model.state, last_status=w.model.last_status, stop_attempts=w.stop_attempts,
-                      forced=w.forced, busy_retries=w.busy_retries, resends=w.resends,
-                      unchanged_polls=w.unchanged_polls, phase_started_at=w.phase_started, next_check_at=w.next_check)
+                      busy_retries=w.busy_retries, resends=w.resends, phase_started_at=w.phase_started)
         return Change(w.job_id, values, event)
 
     def _active(self) -> list[Work]:
@@ -350,7 +357,7 @@ class Engine:
     # -- observe ------------------------------------------------------------------------------------------------
 
     async def _observe(self, due: list[Work]) -> None:
-        due.sort(key=lambda w: (w.phase_started, w.job_id))
+        due.sort(key=lambda w: (w.since, w.job_id))
         chunk = 100
         first, rest = due[:chunk], due[chunk:]
         changed = await self._observe_chunks([first])
@@ -386,19 +393,20 @@ class Engine:
                 for w in works:
                     w.next_check = now + timedelta(seconds=self._backoff(w.unchanged_polls + 1))
                 continue
-            chunk_changed = False
             for w in works:
                 answer = result.get(w.job_id)
-                before = w.model.last_status
                 if answer is None:
                     changes.append(self._change(w, "block", detail="batch-status did not return it"))
                     continue
+                before = w.state
                 changes.extend(self._apply_status(w, answer[0], answer[1], now))
-                if w.model.last_status != before or w.state in TERMINAL:
-                    chunk_changed = True
-            if chunk_changed:
-                any_changed = True
-                for w in works:  # progress in this cohort: expect more soon
+                # Progress means a local transition, not merely a new remote status (RELEASE_RESOURCE_STARTED
+                # right after a stop is expected, not news).
+                any_changed = any_changed or w.state is not before
+        if any_changed:
+            # Progress in this round: the rest of the cohort is likely close behind, so look again soon.
+            for works in chunks:
+                for w in works:
                     if w.state not in TERMINAL and w.observe and w.unchanged_polls:
                         w.unchanged_polls = 0
                         w.next_check = min(w.next_check, now + timedelta(seconds=self.tuning.poll_interval))

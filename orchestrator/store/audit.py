@@ -26,7 +26,9 @@ def genesis(run_id: str) -> str:
 
 
 def format_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A naive value is UTC by contract (never the machine's local time, which would change the hash).
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:

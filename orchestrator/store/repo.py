@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -134,6 +134,7 @@ class Store:
         # Lock the run row: the chain head is read and advanced under it, so concurrent writers serialise.
         run = session.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
         seq, prev = run.head_seq, run.head_hash
+        rows: list[dict[str, Any]] = []
         for ev in events:
             seq += 1
             row: dict[str, Any] = {
@@ -145,42 +146,56 @@ class Store:
                 "detail": ev.detail, "prev_hash": prev,
             }
             row["hash"] = prev = audit.record_hash(row)
-            session.add(AuditRecord(**row))
+            rows.append(row)
+        # Core executemany: thousands of records per commit must not cost an ORM flush each.
+        session.execute(insert(AuditRecord.__table__), rows)
         run.head_seq, run.head_hash = seq, prev
 
     @_retrying_db
-    def create_run(self, run: Run, tasks: Sequence[Task], ctx: Context, events: Sequence[Event],
+    def create_run(self, run: Run, tasks: Sequence[dict[str, Any]], ctx: Context, events: Sequence[Event],
                    now: datetime) -> None:
-        """Insert a run, its tasks and their first records in one transaction."""
+        """Insert a run, its tasks (column dicts) and their first records in one transaction."""
         run.head_seq, run.head_hash = 0, audit.genesis(run.id)
         with self.session() as s:
             s.add(run)
             s.flush()
-            s.add_all(tasks)
-            s.flush()
+            if tasks:
+                s.execute(insert(Task.__table__), list(tasks))
             self._append(s, run.id, ctx, events, now)
 
     @_retrying_db
     def apply(self, run_id: str, ctx: Context, changes: Sequence[Change], exchanges: Sequence[Exchange],
               now: datetime, *, check_lease: bool = False) -> None:
         """Commit task updates, their audit records and the HTTP exchanges seen, all or nothing."""
+        # Group the updates by the set of columns they touch, and send each group as one executemany.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for ch in changes:
+            values = dict(ch.fields, updated_at=now)
+            params = {f"v_{k}": v for k, v in values.items()}
+            params.update(b_run=run_id, b_job=ch.job_id, b_owner=ctx.worker)
+            groups.setdefault(tuple(sorted(values)), []).append(params)
+        table = Task.__table__
         with self.session() as s:
-            for ch in changes:
-                values = dict(ch.fields, updated_at=now)
-                stmt = update(Task).where(Task.run_id == run_id, Task.job_id == ch.job_id)
+            for keys, params_list in groups.items():
+                stmt = update(table).where(table.c.run_id == bindparam("b_run"), table.c.job_id == bindparam("b_job"))
                 if check_lease:
-                    stmt = stmt.where(Task.lease_owner == ctx.worker)
-                if s.execute(stmt.values(**values)).rowcount != 1:  # type: ignore[attr-defined]
-                    raise LeaseLost(f"task {ch.job_id} of run {run_id} is no longer ours")
+                    stmt = stmt.where(table.c.lease_owner == bindparam("b_owner"))
+                stmt = stmt.values({k: bindparam(f"v_{k}") for k in keys})
+                result = s.connection().execute(stmt, params_list)
+                if result.rowcount != len(params_list):
+                    raise LeaseLost(f"{len(params_list) - result.rowcount} task(s) of run {run_id} are no longer ours")
             self._append(s, run_id, ctx, [ch.event for ch in changes if ch.event is not None], now)
             self._add_exchanges(s, run_id, ctx.worker, exchanges)
 
     @staticmethod
     def _add_exchanges(s: Session, run_id: str | None, worker: str, exchanges: Sequence[Exchange]) -> None:
-        for ex in exchanges:
-            s.add(ApiCall(run_id=run_id, at=ex.at, worker=worker, api=ex.api, method=ex.method, path=ex.path,
-                          http_status=ex.http_status, request_id=ex.request_id, duration_ms=ex.duration_ms,
-                          job_ids=",".join(ex.job_ids), error_code=ex.error_code, attempt=ex.attempt))
+        if not exchanges:
+            return
+        s.execute(insert(ApiCall.__table__), [
+            {"run_id": run_id, "at": ex.at, "worker": worker, "api": ex.api, "method": ex.method, "path": ex.path,
+             "http_status": ex.http_status, "request_id": ex.request_id, "duration_ms": ex.duration_ms,
+             "job_ids": ",".join(ex.job_ids), "error_code": ex.error_code, "attempt": ex.attempt}
+            for ex in exchanges])
 
     @_retrying_db
     def record_exchanges(self, run_id: str | None, worker: str, exchanges: Sequence[Exchange]) -> None:
@@ -218,9 +233,15 @@ class Store:
             if self.is_postgres:
                 stmt = stmt.with_for_update(skip_locked=True)
             tasks = list(s.execute(stmt).scalars())
+            ids = [t.id for t in tasks]
+            # One UPDATE per 500 ids instead of an ORM flush per row.
+            for i in range(0, len(ids), 500):
+                s.execute(update(Task).where(Task.id.in_(ids[i : i + 500]))
+                          .values(lease_owner=worker, lease_expires_at=now + lease)
+                          .execution_options(synchronize_session=False))
             for t in tasks:
+                s.expunge(t)
                 t.lease_owner, t.lease_expires_at = worker, now + lease
-            s.flush()
             return tasks
 
     @_retrying_db
