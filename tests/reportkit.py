@@ -180,7 +180,7 @@ def synthetic_run(store: Store, n: int, *, ticket: str | None = "CHG-2042",
     tasks, events = [], [Event(trigger="run_started", detail=f"consent=yes-flag; targets={n}")]
     for job_id, name, kind in zip(ids, names, kinds, strict=True):
         action, status, _ = _PATHS[kind]
-        tasks.append(Task(run_id=run_id, job_id=job_id, name=name, planned_action=action, plan_status=status,
+        tasks.append(dict(run_id=run_id, job_id=job_id, name=name, planned_action=action, plan_status=status,
                           state=TaskState.PENDING, last_status=status, stop_attempts=0, forced=False,
                           busy_retries=0, resends=0, unchanged_polls=0, updated_at=T0))
         events.append(Event(trigger="plan", job_id=job_id, to_state="pending", remote_status=status,
