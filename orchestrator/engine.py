@@ -357,7 +357,8 @@ class Engine:
     # -- observe ------------------------------------------------------------------------------------------------
 
     async def _observe(self, due: list[Work]) -> None:
-        due.sort(key=lambda w: (w.since, w.job_id))
+        # Never-moved tasks (since None) first; a None cannot be compared with a datetime.
+        due.sort(key=lambda w: (w.since is not None, w.since.timestamp() if w.since else 0.0, w.job_id))
         chunk = 100
         first, rest = due[:chunk], due[chunk:]
         changed = await self._observe_chunks([first])
