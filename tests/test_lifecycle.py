@@ -1,0 +1,136 @@
+"""The lifecycle table and its guard, derived from TRANSITIONS; property-based over random status sequences."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from orchestrator.drs.client import DeletePermit, DrsClient
+from orchestrator.drs.statuses import ALL_STATUSES, DELETABLE
+from orchestrator.lifecycle import (
+    TERMINAL,
+    TRANSITIONS,
+    TRIGGERS,
+    GuardRefused,
+    InvalidTransition,
+    Lifecycle,
+    TaskModel,
+    TaskState,
+    mermaid,
+)
+
+LC = Lifecycle()
+STATUSES = st.sampled_from([*ALL_STATUSES, "SOMETHING_NEW", None])
+
+
+def test_machine_has_no_auto_transitions() -> None:
+    task = TaskModel("j", TaskState.PENDING)
+    assert not hasattr(task, "to_deleted")
+    assert "to_deleted" not in LC.machine.events
+    with pytest.raises(InvalidTransition):
+        LC.fire(task, "to_deleted")
+
+
+@pytest.mark.parametrize("state", list(TERMINAL))
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_nothing_leaves_a_terminal_state(state: TaskState, trigger: str) -> None:
+    task = TaskModel("j", state, last_status="RELEASE_RESOURCE_COMPLETE")
+    with pytest.raises(InvalidTransition):
+        LC.fire(task, trigger)
+    assert task.state is state
+
+
+@pytest.mark.parametrize("status", ALL_STATUSES)
+def test_delete_guard_holds_for_every_status(status: str) -> None:
+    task = TaskModel("j", TaskState.DELETABLE, last_status=status)
+    if status in DELETABLE:
+        step, permit = LC.delete(task)
+        assert step.dest is TaskState.DELETING and permit.observed_status == status
+    else:
+        with pytest.raises(GuardRefused):
+            LC.delete(task)
+        assert task.state is TaskState.DELETABLE
+
+
+def test_every_table_row_is_reachable_and_documented() -> None:
+    for row in TRANSITIONS:
+        assert row["doc"], row["trigger"]
+    diagram = mermaid()
+    for row in TRANSITIONS:
+        assert f": {row['trigger']}" in diagram
+
+
+async def _never_called() -> None:  # pragma: no cover
+    raise AssertionError
+
+
+def test_client_refuses_a_forged_permit() -> None:
+    import asyncio
+
+    client = DrsClient("http://127.0.0.1:9", "p" * 32)
+    forged = DeletePermit("j", "RELEASE_RESOURCE_COMPLETE")
+    with pytest.raises(TypeError, match="lifecycle guard"):
+        asyncio.run(client.delete([forged]))
+    asyncio.run(client.aclose())
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    """Random observations and triggers: the guard and terminal states hold throughout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task = TaskModel("job")
+        self.deletes_with_status: list[str | None] = []
+        self.terminal_seen: TaskState | None = None
+
+    @rule(status=STATUSES)
+    def observe(self, status: str | None) -> None:
+        self.task.last_status = status
+
+    @rule(trigger=st.sampled_from([*TRIGGERS, "to_deleted", "bogus"]))
+    def fire(self, trigger: str) -> None:
+        before = self.task.state
+        try:
+            LC.fire(self.task, trigger)
+        except (GuardRefused, InvalidTransition):
+            assert self.task.state is before  # a refused trigger changes nothing
+            return
+        if trigger in ("delete", "redelete"):
+            self.deletes_with_status.append(self.task.last_status)
+
+    @precondition(lambda self: self.task.state in TERMINAL and self.terminal_seen is None)
+    @rule()
+    def note_terminal(self) -> None:
+        self.terminal_seen = self.task.state
+
+    @invariant()
+    def guard_held(self) -> None:
+        assert all(s in DELETABLE for s in self.deletes_with_status)
+
+    @invariant()
+    def terminal_is_final(self) -> None:
+        if self.terminal_seen is not None:
+            assert self.task.state is self.terminal_seen
+
+
+TestLifecycleMachine = LifecycleMachine.TestCase
+TestLifecycleMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+@given(st.lists(STATUSES, min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_may_agrees_with_fire(statuses: list[str | None]) -> None:
+    task = TaskModel("j")
+    for status in statuses:
+        task.last_status = status
+        for trigger in TRIGGERS:
+            probe = TaskModel("j", task.state, task.last_status)
+            expected = LC.may(probe, trigger)
+            try:
+                LC.fire(probe, trigger)
+                fired = True
+            except (GuardRefused, InvalidTransition):
+                fired = False
+            assert fired == expected, (trigger, task.state, status)
