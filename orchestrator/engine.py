@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator import __version__
+from orchestrator import __version__, faultpoints
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest
 from orchestrator.drs.errors import AuthFailure, DrsError, ErrorClass, MalformedResponse, classify_code
@@ -375,6 +375,7 @@ class Engine:
 
     async def _observe_chunks(self, chunks: list[list[Work]]) -> bool:
         results = await asyncio.gather(*(self._status(c) for c in chunks), return_exceptions=True)
+        faultpoints.hit("after_response", "poll")
         changes: list[Change] = []
         any_changed = False
         now = self.clock.now()
@@ -522,8 +523,10 @@ class Engine:
         if not intents:
             return
         self._commit(intents)  # intent before action
+        faultpoints.hit("after_intent", "stop")
         batches = _batches(list(requests.values()), self.tuning.batch_size)
         results = await asyncio.gather(*(self.client.stop(b) for b in batches), return_exceptions=True)
+        faultpoints.hit("after_response", "stop")
         changes: list[Change] = []
         for batch, result in zip(batches, results, strict=True):
             for req in batch:
@@ -549,9 +552,11 @@ class Engine:
         if not intents:
             return
         self._commit(intents)  # intent before action
+        faultpoints.hit("after_intent", "delete")
         batches = _batches(permitted, self.tuning.batch_size)
         results = await asyncio.gather(*(self.client.delete([p for _, p in b]) for b in batches),
                                        return_exceptions=True)
+        faultpoints.hit("after_response", "delete")
         changes: list[Change] = []
         for batch, result in zip(batches, results, strict=True):
             for w, _ in batch:

@@ -1,9 +1,19 @@
 """The DRS v3 client on httpx: the four calls teardown needs, paging made explicit, per-item results parsed,
-retries on a predicate with full-jitter backoff, every exchange reported to a recorder (never a header)."""
+retries on a predicate with full-jitter backoff, every exchange reported to a recorder (never a header).
+
+Retried (the same request, after a full-jitter pause; Retry-After honoured): connection failures before
+the request left, timeouts and dropped connections on reads, 5xx on reads, 429 / APIGW.0308 / DRS.M01503
+(throttled), a request-level DRS.M01504 (busy), and IAM unavailable (5xx, 429, unreachable) for a token.
+Never retried: anything after a destructive request may have taken effect (a 5xx, a timeout, a dropped
+connection: OutcomeUnknown, reconciled by reading the status), 4xx (RequestRejected, with its code),
+401/403 and IAM refusals (AuthFailure), and malformed answers (MalformedResponse: fail closed).
+Per-item DRS.M01504 inside a 202 is for the engine to schedule.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import random
 import time
@@ -16,10 +26,13 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from orchestrator import faultpoints
 from orchestrator.clock import Clock, RealClock
+from orchestrator.drs.auth import AuthError
 from orchestrator.drs.errors import (
+    BUSY_CODES,
     THROTTLE_CODES,
     ApiError,
     AuthFailure,
@@ -93,16 +106,21 @@ Recorder = Callable[[Exchange], None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Full-jitter exponential backoff: sleep U(0, min(cap, base * 2**n)); Retry-After is honoured."""
+    """Full-jitter exponential backoff: after the n-th failed attempt sleep U(0, min(cap, base * 2**(n-1)));
+    a Retry-After is honoured (up to `max_retry_after`) plus a little jitter so waiters do not return in step.
+    At most `attempts` attempts and `max_elapsed` seconds of waiting per call: no call waits for ever."""
 
     attempts: int = 6
     base: float = 0.5
     cap: float = 30.0
+    max_retry_after: float = 120.0
+    max_elapsed: float = 300.0
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return retry_after + random.uniform(0, self.base)
-        return random.uniform(0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
+            return min(retry_after, self.max_retry_after) + self.rng.uniform(0, self.base)
+        return self.rng.uniform(0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
 
 
 @dataclass(frozen=True)
@@ -129,14 +147,35 @@ def issue_permit(job_id: str, observed_status: str) -> DeletePermit:
     return DeletePermit(job_id, observed_status, _PERMIT_TOKEN)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(response: httpx.Response, now: datetime) -> float | None:
+    """Retry-After in seconds, from delta-seconds or an HTTP-date; None if absent or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def fault_class(exc: BaseException) -> str:
+    """What went wrong, as retries are counted: an error code, else an HTTP status, else the I/O error."""
+    if isinstance(exc, DrsError):
+        if exc.code:
+            return exc.code
+        if exc.http_status is not None:
+            return f"HTTP{exc.http_status}"
+        cause = exc.__cause__
+        if cause is not None:
+            return type(cause).__name__
+    return type(exc).__name__
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -163,6 +202,7 @@ class DrsClient:
         language: str = "en-us",
     ) -> None:
         self.project_id = project_id
+        self._auth = auth
         self.clock = clock or RealClock()
         self.pacer = pacer or Pacer(self.clock)
         self.retry = retry or RetryPolicy()
@@ -202,16 +242,25 @@ class DrsClient:
         try:
             async with self._sem:
                 response = await self._http.request(method, path, content=json.dumps(body).encode())
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never reached the server: safe to retry, destructive or not.
-            self.stats["transport"] += 1
-            error_code = type(exc).__name__
-            raise TransportFailure(f"{api}: cannot connect: {exc}", api=api) from exc
+            if faultpoints.armed():
+                faultpoints.hit("after_send", _kind(api, body))
+        except AuthError as exc:
+            # IAM did not issue a token, so the DRS request itself was never sent (or was refused with 401).
+            error_code = "IAM"
+            raise _from_auth_error(api, exc) from exc
         except httpx.TransportError as exc:
-            self.stats["transport"] += 1
             error_code = type(exc).__name__
+            iam = self._iam_failure(exc)
+            if iam is not None:
+                error_code = "IAM"
+                raise _from_auth_error(api, iam) from exc
+            self.stats["transport"] += 1
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                # The request never reached the server: safe to retry, destructive or not.
+                raise TransportFailure(f"{api}: cannot connect: {exc}", api=api) from exc
             if destructive:
-                raise OutcomeUnknown(f"{api}: no answer after sending ({type(exc).__name__})", api=api) from exc
+                raise OutcomeUnknown(f"{api}: no answer after sending ({type(exc).__name__})",
+                                     api=api) from exc
             raise TransportFailure(f"{api}: {type(exc).__name__}: {exc}", api=api) from exc
         finally:
             if self.recorder is not None:
@@ -226,31 +275,48 @@ class DrsClient:
                 ))
         return response
 
+    def _iam_failure(self, exc: httpx.TransportError) -> AuthError | None:
+        """The AuthError for a transport failure on the auth's own token request (IAM unreachable)."""
+        translate = getattr(self._auth, "auth_error_for", None)
+        return translate(exc) if translate is not None else None
+
     def _raise_for(self, api: str, response: httpx.Response, destructive: bool) -> None:
         status = response.status_code
         if status < 400:
+            self.pacer.succeeded(api)
             return
         err = _error_body(response)
         request_id = response.headers.get("X-Request-Id")
         detail = f"{api}: HTTP {status} {err.error_code or ''} {err.error_msg or ''}".rstrip()
-        kw: dict[str, Any] = {"code": err.error_code, "http_status": status, "request_id": request_id, "api": api}
+        kw: dict[str, Any] = {"code": err.error_code, "http_status": status, "request_id": request_id,
+                              "api": api}
+        retry_after = _retry_after(response, self.clock.now())
         if status == 429 or err.error_code in THROTTLE_CODES:
             self.stats["throttled"] += 1
-            retry_after = _retry_after(response)
-            self.pacer.pause(api, retry_after if retry_after is not None else self.retry.base)
+            self.pacer.throttled(api, min(retry_after, self.retry.max_retry_after) if retry_after is not None
+                                 else self.retry.base)
             raise Throttled(detail, retry_after=retry_after, **kw)
+        self.pacer.succeeded(api)
         if status in (401, 403):
             raise AuthFailure(detail, **kw)
         if status >= 500:
             self.stats["server_error"] += 1
             if destructive:
                 raise OutcomeUnknown(detail, **kw)
-            raise ServerError(detail, **kw)
+            error = ServerError(detail, **kw)
+            setattr(error, "retry_after", retry_after)  # a 503 may say when to come back  # noqa: B010
+            raise error
+        if err.error_code in BUSY_CODES:
+            # The whole request refused as busy ("another operation is in progress"): nothing was applied.
+            self.stats["busy"] += 1
+            raise Throttled(detail, retry_after=retry_after, **kw)
         raise RequestRejected(detail, **kw)
 
     async def _call(self, api: str, method: str, path: str, body: dict[str, Any], job_ids: Iterable[str] = (),
-                    *, destructive: bool = False, accept_400_results: bool = False) -> tuple[httpx.Response, Any]:
+                    *, destructive: bool = False,
+                    accept_400_results: bool = False) -> tuple[httpx.Response, Any]:
         ids = tuple(job_ids)
+        started = self.clock.monotonic()
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, OutcomeUnknown):
@@ -260,20 +326,32 @@ class DrsClient:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             retry_after = exc.retry_after if isinstance(exc, Throttled) else None
+            if retry_after is None and isinstance(exc, ServerError):
+                retry_after = getattr(exc, "retry_after", None)
             self.stats["retries"] += 1
+            if exc is not None:
+                self.stats[f"retry:{fault_class(exc)}"] += 1
             return self.retry.backoff(state.attempt_number, retry_after)
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(retryable), wait=wait, stop=stop_after_attempt(self.retry.attempts),
-            sleep=self.clock.sleep, reraise=True,
-        )
+        def stop(state: RetryCallState) -> bool:
+            spent = self.clock.monotonic() - started
+            done = state.attempt_number >= self.retry.attempts or spent >= self.retry.max_elapsed
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if done and failure is not None:
+                self.stats[f"gave_up:{fault_class(failure)}"] += 1
+            return done
+
+        retrying = AsyncRetrying(retry=retry_if_exception(retryable), wait=wait, stop=stop,
+                                 sleep=self.clock.sleep, reraise=True)
         async for attempt in retrying:
             with attempt:
-                response = await self._send_once(api, method, path, body, ids, attempt.retry_state.attempt_number,
-                                                 destructive)
+                number = attempt.retry_state.attempt_number
+                response = await self._send_once(api, method, path, body, ids, number, destructive)
                 if accept_400_results and response.status_code == 400:
                     payload = _json(api, response)
-                    if isinstance(payload, dict) and isinstance(payload.get("results"), list) and payload["results"]:
+                    if isinstance(payload, dict) and isinstance(payload.get("results"), list) \
+                            and payload["results"]:
+                        self.pacer.succeeded(api)
                         return response, payload
                 self._raise_for(api, response, destructive)
                 return response, _json(api, response)
@@ -333,7 +411,8 @@ class DrsClient:
         """terminate / force_terminate, one batch-jobs call."""
         jobs: list[dict[str, Any]] = []
         for r in requests:
-            item: dict[str, Any] = {"delete_type": "force_terminate" if r.force else "terminate", "job_id": r.job_id}
+            kind = "force_terminate" if r.force else "terminate"
+            item: dict[str, Any] = {"delete_type": kind, "job_id": r.job_id}
             if r.breakpoint:
                 item["is_show_breakpoint_position"] = True
             jobs.append(item)
@@ -348,12 +427,29 @@ class DrsClient:
 
     async def _batch_jobs(self, jobs: list[dict[str, Any]]) -> ActionResults:
         ids = [j["job_id"] for j in jobs]
-        response, payload = await self._call("batch-jobs", "DELETE", self._path("/batch-jobs"), {"jobs": jobs}, ids,
-                                      destructive=True, accept_400_results=True)
+        response, payload = await self._call("batch-jobs", "DELETE", self._path("/batch-jobs"),
+                                             {"jobs": jobs}, ids, destructive=True, accept_400_results=True)
         parsed = _model("batch-jobs", BatchJobsResponse, payload)
         _check_ids("batch-jobs", ids, [r.id for r in parsed.results])
         return ActionResults({r.id: r for r in parsed.results}, response.headers.get("X-Request-Id"),
                              response.status_code)
+
+
+def _kind(api: str, body: dict[str, Any]) -> str:
+    """The crash-point kind of a request: stop, delete, poll, list or detail."""
+    if api == "batch-jobs":
+        jobs = body.get("jobs") or [{}]
+        return "delete" if jobs[0].get("delete_type") == "delete" else "stop"
+    return {"batch-status": "poll", "batch-detail": "detail"}.get(api, api)
+
+
+def _from_auth_error(api: str, exc: AuthError) -> DrsError:
+    """IAM trouble as the DRS layer's own errors: unavailable is retryable, a refusal is an AuthFailure."""
+    message = f"{api}: no token: {exc}"
+    if exc.retryable:
+        return TransportFailure(message, code="IAM", http_status=exc.status_code, request_id=exc.request_id,
+                                api=api)
+    return AuthFailure(message, code="IAM", http_status=exc.status_code, request_id=exc.request_id, api=api)
 
 
 def _merge(parts: Iterable[dict[str, Answer[T]]]) -> dict[str, Answer[T]]:
@@ -404,14 +500,15 @@ def new_request_id() -> str:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "ActionResults",
+    "Answer",
     "ApiError",
     "DeletePermit",
     "DrsClient",
-    "ActionResults",
-    "Answer",
     "DrsError",
     "Exchange",
     "RetryPolicy",
     "StopRequest",
+    "fault_class",
     "issue_permit",
 ]
