@@ -33,16 +33,23 @@ from orchestrator.store.db import StoreError
 from orchestrator.store.repo import Context, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 log = logging.getLogger("drs_teardown")
 
 
 class Exit(Exception):
     """Leave with a code and a message (already rendered or to render)."""
 
-    def __init__(self, code: int, message: str | None = None) -> None:
+    def __init__(self, code: int, message: str | None = None, *, emitted: bool = False) -> None:
         super().__init__(message or "")
         self.code = code
         self.message = message
+        self.emitted = emitted  # the JSON document is already on stdout
 
 
 class App:
@@ -54,6 +61,9 @@ class App:
         self.verbose = verbose
         self.env = dict(os.environ)
         self.err = Console(stderr=True, highlight=False)
+        if not self.err.is_terminal:
+            # Logs and CI: never wrap a message mid-path; tables get room.
+            self.err = Console(stderr=True, highlight=False, soft_wrap=True, width=160)
         self.output = "text"
 
     def settings(self, **flags: Any) -> Settings:
@@ -88,7 +98,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Exit as exc:
-            _fail(app, exc.code, exc.message)
+            _fail(app, exc.code, exc.message, emitted=exc.emitted)
         except (ConfigError, CredentialError, SelectionError) as exc:
             _fail(app, api.EXIT_ERROR, str(exc))
         except StoreError as exc:
@@ -103,10 +113,13 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _fail(app: App, code: int, message: str | None) -> NoReturn:
+def _fail(app: App, code: int, message: str | None, *, emitted: bool = False) -> NoReturn:
     if message:
-        app.err.print(f"[red]error:[/red] {message}" if code not in (0, 2) else message, markup=code not in (0,))
-        if app.output == "json":
+        if code in (0, 2):
+            app.err.print(message, markup=False)
+        else:
+            app.err.print(f"[red]error:[/red] {_escape(message)}")
+        if app.output == "json" and not emitted:
             app.emit({"error": message, "exit_code": code})
     sys.exit(code)
 
@@ -297,13 +310,13 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, **kw: 
         app.err.print(plan_table(the_plan))
         app.err.print(counts_line(the_plan.counts()))
         app.err.print(f"plan hash {the_plan.hash}" + (f" saved to {out}" if out else ""))
-    _check_max_targets(settings, the_plan)
+    _check_max_targets(settings, the_plan, emitted=output == "json")
 
 
-def _check_max_targets(settings: Settings, the_plan: Plan) -> None:
+def _check_max_targets(settings: Settings, the_plan: Plan, *, emitted: bool = False) -> None:
     if settings.max_targets is not None and len(the_plan.items) > settings.max_targets:
         raise Exit(api.EXIT_REFUSED, f"refused: {len(the_plan.items)} tasks selected, more than --max-targets "
-                                     f"{settings.max_targets}; nothing was sent")
+                                     f"{settings.max_targets}; nothing was sent", emitted=emitted)
 
 
 @main.command()
@@ -375,9 +388,10 @@ def _consent(app: App, the_plan: Plan, *, yes: bool, reviewed: bool) -> str:
         if typed.strip() == the_plan.project_id:
             return "typed-project-id" + ("+plan-file" if reviewed else "")
         raise Exit(api.EXIT_REFUSED, "refused: the project id did not match; nothing was sent")
+    message = "dry run: nothing was sent. Pass --yes to execute (or confirm at a terminal)."
     if app.output == "json":
-        app.emit({**the_plan.to_json(), "dry_run": True, "exit_code": api.EXIT_REFUSED})
-    raise Exit(api.EXIT_REFUSED, "dry run: nothing was sent. Pass --yes to execute (or confirm at a terminal).")
+        app.emit({**the_plan.to_json(), "dry_run": True, "exit_code": api.EXIT_REFUSED, "message": message})
+    raise Exit(api.EXIT_REFUSED, message, emitted=app.output == "json")
 
 
 def _execute(app: App, store: Store, conn: api.Connection, settings: Settings, tuning: Tuning, ctx: Context,
