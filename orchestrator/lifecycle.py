@@ -167,3 +167,7 @@ def mermaid() -> str:
     for s in sorted(TERMINAL, key=lambda s: s.value):
         lines.append(f"    {s.value} --> [*]")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m orchestrator.lifecycle: print the diagram for the README
+    print(mermaid())
