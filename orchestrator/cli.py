@@ -65,6 +65,14 @@ class App:
             # Logs and CI: never wrap a message mid-path; tables get room.
             self.err = Console(stderr=True, highlight=False, soft_wrap=True, width=160)
         self.output = "text"
+        self.redactor: SecretRedactingFilter | None = None
+
+    def connect(self, settings: Settings) -> api.Connection:
+        """Resolve the connection; secrets from the config file and fetched IAM tokens join the log filter."""
+        if self.redactor is not None:
+            for secret in collect_secrets({}, settings.auth):
+                self.redactor.add(secret)
+        return api.connect(settings, self.env, on_token=self.redactor.add if self.redactor else None)
 
     def settings(self, **flags: Any) -> Settings:
         return load_settings(self.config, self.env, {"db": self.db, **flags})
@@ -77,16 +85,19 @@ class App:
         click.echo(json.dumps(doc, indent=2, default=str))
 
 
-def _setup_logging(verbose: int, env: dict[str, str], auth_file: dict[str, str] | None = None) -> None:
+def _setup_logging(verbose: int, env: dict[str, str], auth_file: dict[str, str] | None = None) -> SecretRedactingFilter:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretRedactingFilter(collect_secrets(env, auth_file)))
+    redactor = SecretRedactingFilter(collect_secrets(env, auth_file))
+    handler.addFilter(redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
     # httpx logs the request line only (no headers) at INFO; our client logs masked headers at DEBUG.
     logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    for noisy in ("httpcore", "transitions", "alembic", "sqlalchemy", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redactor
 
 
 def handle_errors(fn: F) -> F:
@@ -261,7 +272,7 @@ def main(ctx: click.Context, config: str | None, db: str | None, verbose: int) -
     """Tear down Huawei Cloud DRS tasks safely and provably: stop, poll, delete behind a state-machine guard,
     every transition in a hash-chained audit trail."""
     ctx.obj = App(config, db, verbose)
-    _setup_logging(verbose, ctx.obj.env)
+    ctx.obj.redactor = _setup_logging(verbose, ctx.obj.env)
 
 
 @main.command()
@@ -293,7 +304,7 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, **kw: 
     selection = _selection(*(kw.pop(k) for k in ("job_ids", "jobs_file", "select_all", "name_glob", "status",
                                                  "db_use_type", "engine_type", "tags")))
     settings = app.settings(**_flags(max_targets=max_targets, **kw))
-    conn = api.connect(settings, app.env)
+    conn = app.connect(settings)
     clock = RealClock()
 
     async def go(_stop: asyncio.Event) -> Plan:
@@ -347,7 +358,7 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
         selection = _selection(*sel_args.values())
     settings = app.settings(**_flags(max_targets=max_targets, **kw))
     tuning = api.tuning_from(settings)
-    conn = api.connect(settings, app.env)
+    conn = app.connect(settings)
     store = app.store(settings)
     clock = RealClock()
     plan_calls: list[Exchange] = []
@@ -470,7 +481,7 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> None:
     if not store.is_postgres:
         _check_no_live_owner(store, run.id)
     tuning = _tuning_for_run(settings, run.options, flags)
-    conn = api.connect(settings, app.env)
+    conn = app.connect(settings)
     ctx = Context(actor=actor_info(conn.identity), worker=new_worker_id(), ticket=settings.ticket or run.ticket,
                   reason=settings.reason or run.reason)
     store.set_run(run.id, status="running")

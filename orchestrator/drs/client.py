@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import random
 import time
 import uuid
@@ -57,6 +58,7 @@ from orchestrator.drs.models import (
     StatusItem,
 )
 from orchestrator.drs.pacing import Pacer
+from orchestrator.secrets import mask_headers
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 STATUS_CHUNK = 100  # batch-status: a page holds at most 100 results
@@ -216,6 +218,7 @@ class DrsClient:
             timeout=timeout,
             verify=verify,
             headers={"Content-Type": "application/json", "X-Language": language, "User-Agent": USER_AGENT},
+            event_hooks={"request": [_log_request], "response": [_log_response]},
         )
 
     async def __aenter__(self) -> DrsClient:
@@ -457,6 +460,21 @@ def _merge(parts: Iterable[dict[str, Answer[T]]]) -> dict[str, Answer[T]]:
     for part in parts:
         merged.update(part)
     return merged
+
+
+log = logging.getLogger("drs_teardown.http")
+
+
+async def _log_request(request: httpx.Request) -> None:
+    # Runs after authentication, so the auth headers are present: every secret one is masked.
+    if log.isEnabledFor(logging.INFO):
+        log.info("request %s %s headers=%s", request.method, request.url.path, mask_headers(request.headers))
+
+
+async def _log_response(response: httpx.Response) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info("response %s %s -> %s request_id=%s", response.request.method, response.request.url.path,
+                 response.status_code, response.headers.get("X-Request-Id"))
 
 
 def _json(api: str, response: httpx.Response) -> Any:
