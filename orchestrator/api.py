@@ -34,15 +34,18 @@ class Connection:
     verify: bool | str = True
 
 
-def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = None) -> Connection:
-    """Resolve endpoint, project and credentials; every problem is a ConfigError naming the setting."""
+def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = None, *,
+            on_token: Callable[[str], None] | None = None) -> Connection:
+    """Resolve endpoint, project and credentials; every problem is a ConfigError naming the setting.
+
+    `on_token` sees each IAM token fetched at run time (the CLI adds it to the log redactor)."""
     endpoints = resolve_endpoints(settings.region, settings.endpoint, settings.iam_endpoint)
     endpoint = check_endpoint_url(endpoints.drs, insecure_http=settings.insecure_http, what="DRS endpoint")
     if not settings.project_id:
         raise ConfigError("no project id: set DRS_TEARDOWN_PROJECT_ID (or [drs] project_id in the config file)")
     auth: DrsAuth = resolve_credentials(env, settings.auth, project_id=settings.project_id,
                                         region=settings.region, iam_endpoint=endpoints.iam,
-                                        insecure_http=settings.insecure_http)
+                                        insecure_http=settings.insecure_http, on_token=on_token)
     verify: bool | str = settings.ca_bundle or True
     return Connection(endpoint, settings.project_id, auth, auth.identity, verify)
 
