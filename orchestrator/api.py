@@ -138,18 +138,19 @@ async def _record_end(store: Store, ctx: Context, clock: Clock, run_id: str, eng
     if engine.exchanges:
         store.record_exchanges(run_id, ctx.worker, engine.exchanges)
         engine.exchanges = []
-    if engine.shared:
+    if engine.shared and not engine.lease_doubt:
+        # Let the others take our tasks over now rather than when the leases run out. Not after an abandoned
+        # request: it may still land, so its task waits out the lease before anyone else reads and acts on it.
         store.release(run_id, ctx.worker)
     now = clock.now()
     active = store.active_count(run_id)
     summary = summarize(store, run_id)
     if active == 0:
-        run = store.run(run_id)
-        if run is not None and run.status != "finished":
-            store.set_run(run_id, status="finished", finished_at=now, exit_code=summary.exit_code)
-            store.append_events(run_id, ctx, [Event(trigger="run_finished", outcome=str(summary.exit_code),
-                                                    detail=f"counts={summary.counts}")], now)
-    elif interrupted:
+        # With several workers the first to see the run done records it, once (under the run row's lock).
+        store.finish_run(run_id, ctx, Event(trigger="run_finished", outcome=str(summary.exit_code),
+                                            detail=f"counts={summary.counts}"), now, summary.exit_code)
+    elif interrupted and (not engine.shared or store.claimable_count(run_id, now) == active):
+        # (Shared: only when no other live worker is still on the run.)
         store.set_run(run_id, status="interrupted")
         store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=f"{active} task(s) pending; "
                                                 "resumable with `drs-teardown resume`")], now)

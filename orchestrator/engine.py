@@ -8,32 +8,47 @@ audit record is written in the same transaction). A task found in an intent stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import logging
 import os
 import random
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator import __version__, faultpoints
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest
-from orchestrator.drs.errors import AuthFailure, DrsError, ErrorClass, MalformedResponse, classify_code
+from orchestrator.drs.errors import (
+    AuthFailure,
+    DrsError,
+    ErrorClass,
+    MalformedResponse,
+    OutcomeUnknown,
+    classify_code,
+)
 from orchestrator.drs.models import ActionItem, StatusItem
 from orchestrator.drs.statuses import NOT_FOUND_CODES, RELEASE_FAILED, StatusClass, classify
 from orchestrator.lifecycle import TERMINAL, GuardRefused, InvalidTransition, Lifecycle, Step, TaskModel
 from orchestrator.lifecycle import TaskState as S
 from orchestrator.planning import Action, Plan
 from orchestrator.store.models import Run, Task
+from orchestrator.store.db import StoreError
 from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
 
 OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
 MAX_RESENDS = 3  # unknown outcomes a task may be re-sent for before it is failed
 MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
+# Until the CLI has --lease-seconds: an advanced override, read once (tests use short leases).
+LEASE_ENV = "DRS_TEARDOWN_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = float(os.environ.get(LEASE_ENV) or 30.0)
+T = TypeVar("T")
+log = logging.getLogger("drs_teardown.engine")
 
 
 class EngineAbort(Exception):
@@ -58,8 +73,8 @@ class Tuning:
     no_force: bool = False
     breakpoint: bool = False
     terminate_attempts: int = 2  # plain terminates before escalating to force_terminate
-    lease_seconds: float = 30.0
-    claim_size: int = 5000
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # a dead worker's tasks are taken over after this
+    claim_size: int = 100  # tasks a worker claims at a time on a shared database (keeps claiming)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -175,7 +190,15 @@ class Engine:
         self.calls = 0
         self.stats: Counter[str] = Counter()
         self.started = clock.now()
-        self._last_heartbeat = self.started
+        # Leases (shared runs): monotonic times; every held task is ours until at least _valid_until.
+        self._lease = timedelta(seconds=tuning.lease_seconds)
+        self._valid_until = 0.0
+        self._stamped_at = 0.0  # the last commit that re-checked and extended the leases it touched
+        self._last_claim = -1e18
+        self._claim_more = True
+        self._lost: set[str] = set()
+        self._orphans = False
+        self.lease_doubt = False  # a send was abandoned: let the leases run out, do not release them
         self._total = 0
         self.abort: EngineAbort | None = None
         self._others: Counter[str] = Counter()
@@ -189,14 +212,22 @@ class Engine:
 
     def _commit(self, changes: Sequence[Change]) -> None:
         exchanges, self.exchanges = self.exchanges, []
+        started = self.clock.monotonic()
         try:
-            self.store.apply(self.run_id, self.ctx, changes, exchanges, self.clock.now(), check_lease=self.shared)
+            # Shared: the same statement checks each task is still ours and extends its lease, so a committed
+            # intent leaves a full lease for the request that follows it.
+            self.store.apply(self.run_id, self.ctx, changes, exchanges, self.clock.now(), check_lease=self.shared,
+                             lease=self._lease if self.shared else None)
         except LeaseLost:
-            # Our lease lapsed and another worker took a task: drop everything and re-claim from the store.
+            # Another worker holds one of these tasks now. Nothing was committed and our models ran ahead of the
+            # store: keep the exchanges (they happened), rebuild from what we still hold, and let the caller
+            # abandon its step (no request goes out for an intent that was not committed).
             self.stats["lease_lost"] += 1
-            self.work_items.clear()
-            self._claim()
+            self.store.record_exchanges(self.run_id, self.ctx.worker, exchanges)
+            self._resync()
             raise
+        if self.shared:
+            self._stamped_at = started
         self._report()
 
     def _report(self) -> None:
@@ -211,22 +242,45 @@ class Engine:
         self.progress(Snapshot(counts, waiting, self._total, self.started, self.clock.now(), self.calls))
 
     def _claim(self) -> int:
+        """Take more tasks: all of them on SQLite; one batch at a time on a shared database."""
+        now, started = self.clock.now(), self.clock.monotonic()
+        limit = self.tuning.claim_size if self.shared else None
+        rows = self.store.claim(self.run_id, self.ctx.worker, now, self._lease, limit, ignore_leases=not self.shared)
+        first = not self._valid_until
+        self._last_claim = started
+        self._claim_more = limit is not None and len(rows) >= limit
+        if first:
+            self._valid_until = started + self._lease.total_seconds()
+        added = self._adopt(rows, fresh=self.fresh)
+        # The plan's observation stands for the tasks this process planned, while it sweeps them up; tasks it
+        # claims later (left by others, taken over) are observed first.
+        self.fresh = self.fresh and self._claim_more
+        return added
+
+    def _resync(self) -> None:
+        """Rebuild the work from the store: every active task we still hold, observed before anything else."""
+        started = self.clock.monotonic()
+        rows = self.store.held(self.run_id, self.ctx.worker, self.clock.now(), self._lease)
+        self._valid_until = started + self._lease.total_seconds()
+        self.work_items = {j: w for j, w in self.work_items.items() if w.state in TERMINAL}
+        self._lost.clear()
+        self._adopt(rows, fresh=False)
+
+    def _adopt(self, rows: Sequence[Task], *, fresh: bool) -> int:
         now = self.clock.now()
-        rows = self.store.claim(self.run_id, self.ctx.worker, now, timedelta(seconds=self.tuning.lease_seconds),
-                                self.tuning.claim_size, ignore_leases=not self.shared)
         added = 0
         for t in rows:
             if t.job_id in self.work_items and self.work_items[t.job_id].state not in TERMINAL:
                 continue
-            fresh = self.fresh and t.state is S.PENDING and t.planned_action == Action.STOP_THEN_DELETE.value
-            fresh_delete = self.fresh and t.state is S.PENDING and t.planned_action == Action.DELETE.value
+            fresh_stop = fresh and t.state is S.PENDING and t.planned_action == Action.STOP_THEN_DELETE.value
+            fresh_delete = fresh and t.state is S.PENDING and t.planned_action == Action.DELETE.value
             w = Work(model=TaskModel(t.job_id, t.state, t.last_status), planned_action=t.planned_action,
-                     phase_started=t.phase_started_at or now, next_check=now, observe=not (fresh or fresh_delete),
+                     phase_started=t.phase_started_at or now, next_check=now,
+                     observe=not (fresh_stop or fresh_delete),
                      stop_attempts=t.stop_attempts, forced=t.forced, busy_retries=t.busy_retries,
                      resends=t.resends, unchanged_polls=t.unchanged_polls, reason=t.reason, error_code=t.error_code)
             self.work_items[t.job_id] = w
             added += 1
-        self.fresh = False
         if not self._others:
             # Tasks already settled when we joined (skipped/blocked at plan, or done before a resume) still count.
             self._others = Counter(t.state.value for t in self.store.tasks(self.run_id)
@@ -275,15 +329,27 @@ class Engine:
             raise self.abort
 
     async def _work(self) -> None:
+        if self.shared:
+            self.store.register_worker(self.ctx.worker, socket.gethostname(), os.getpid(), self.clock.now())
         self._claim()
         self._report()
+        beats = asyncio.ensure_future(self._heartbeats()) if self.shared else None
+        try:
+            await self._loop()
+        finally:
+            if beats is not None:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+
+    async def _loop(self) -> None:
         while not self.stop_event.is_set():
             now = self.clock.now()
-            self._enforce_deadlines(now)
-            if self.shared:
-                self._heartbeat(now)
-            due = [w for w in self._active() if w.observe and w.next_check <= now]
             try:
+                if self.shared:
+                    self._leases_step()
+                self._enforce_deadlines(now)
+                due = [w for w in self._active() if w.observe and w.next_check <= now]
                 if due:
                     await self._observe(due)
                 if self.stop_event.is_set():
@@ -313,10 +379,72 @@ class Engine:
                 return
             await self._sleep()
 
-    def _heartbeat(self, now: datetime) -> None:
-        if (now - self._last_heartbeat).total_seconds() >= self.tuning.lease_seconds / 3:
-            self.store.heartbeat(self.run_id, self.ctx.worker, now, timedelta(seconds=self.tuning.lease_seconds))
-            self._last_heartbeat = now
+    # -- leases (shared runs) -------------------------------------------------------------------------------
+
+    def _leases_step(self) -> None:
+        """Between steps: let go of tasks another worker took, pick up strays, and claim another batch."""
+        if self._lost:
+            lost, self._lost = self._lost, set()
+            for job_id in self.store.not_ours(self.run_id, self.ctx.worker, sorted(lost)):
+                w = self.work_items.get(job_id)
+                if w is not None and w.state not in TERMINAL:
+                    del self.work_items[job_id]
+                    self.stats["lease_lost"] += 1
+        if self._orphans:
+            self._orphans = False
+            self._adopt(self.store.held(self.run_id, self.ctx.worker, self.clock.now(), self._lease), fresh=False)
+        if self._claim_more or self.clock.monotonic() - self._last_claim >= self.tuning.lease_seconds / 3:
+            self._claim()
+
+    async def _heartbeats(self) -> None:
+        """Renew our leases every third of a lease, whatever the loop is awaiting (long HTTP calls included)."""
+        lease = self._lease.total_seconds()
+        while True:
+            await self.clock.sleep(lease / 3)
+            before = {j for j, w in self.work_items.items() if w.state not in TERMINAL}
+            started = self.clock.monotonic()
+            try:
+                held = await asyncio.to_thread(self.store.heartbeat, self.run_id, self.ctx.worker,
+                                               self.clock.now(), self._lease)
+            except StoreError as exc:
+                # No renewal: sends in flight are abandoned before the lease can run out (see _send).
+                self.stats["heartbeat_failed"] += 1
+                log.warning("worker %s: lease heartbeat failed: %s", self.ctx.worker, exc)
+                continue
+            self._valid_until = max(self._valid_until, started + lease)
+            self._lost |= before - held
+            self._orphans = self._orphans or bool(held - self.work_items.keys())
+
+    async def _send(self, call: Awaitable[T]) -> T:
+        """A destructive request, abandoned unanswered if our lease might run out before it is answered.
+
+        Another worker takes a task over only once its lease has expired; we stop waiting on a request a third
+        of a lease earlier, so a request of ours can only be in flight while the task is still ours.
+        """
+        if not self.shared:
+            return await call
+        task = asyncio.ensure_future(call)
+        lease = self._lease.total_seconds()
+        try:
+            while True:
+                cutoff = max(self._stamped_at + lease, self._valid_until) - lease / 3
+                remaining = cutoff - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=remaining)
+                if done:
+                    return task.result()
+            task.cancel()
+            await asyncio.wait({task})
+        except BaseException:
+            task.cancel()
+            raise
+        if not task.cancelled():
+            return task.result()  # answered just in time
+        self.lease_doubt = True
+        self.stats["sends_abandoned"] += 1
+        raise OutcomeUnknown(f"our lease was not renewed in time: request abandoned after {lease * 2 / 3:g}s, "
+                             "outcome unknown")
 
     async def _sleep(self) -> None:
         now = self.clock.now()
@@ -525,7 +653,8 @@ class Engine:
         self._commit(intents)  # intent before action
         faultpoints.hit("after_intent", "stop")
         batches = _batches(list(requests.values()), self.tuning.batch_size)
-        results = await asyncio.gather(*(self.client.stop(b) for b in batches), return_exceptions=True)
+        results = await asyncio.gather(*(self._send(self.client.stop(b)) for b in batches),
+                                       return_exceptions=True)
         faultpoints.hit("after_response", "stop")
         changes: list[Change] = []
         for batch, result in zip(batches, results, strict=True):
@@ -554,7 +683,7 @@ class Engine:
         self._commit(intents)  # intent before action
         faultpoints.hit("after_intent", "delete")
         batches = _batches(permitted, self.tuning.batch_size)
-        results = await asyncio.gather(*(self.client.delete([p for _, p in b]) for b in batches),
+        results = await asyncio.gather(*(self._send(self.client.delete([p for _, p in b])) for b in batches),
                                        return_exceptions=True)
         faultpoints.hit("after_response", "delete")
         changes: list[Change] = []

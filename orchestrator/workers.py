@@ -1,8 +1,15 @@
-"""`drs-teardown worker`: join unfinished runs on a shared PostgreSQL database until nothing is left."""
+"""`drs-teardown worker`: join unfinished runs on a shared PostgreSQL database until nothing is left.
+
+A worker claims tasks in batches (SELECT … FOR UPDATE SKIP LOCKED) under a lease it renews while it works, and
+works them through the same engine as `run`. When every task left is held by another live worker it waits:
+for those workers to finish, or for a lease to run out (a dead worker), whose tasks it then takes over and
+reconciles from their intent states exactly as `resume` does. It exits when no unfinished run has a task left.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import TYPE_CHECKING, Any
@@ -10,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import api
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
-from orchestrator.engine import actor_info, new_worker_id
+from orchestrator.engine import Tuning, actor_info, new_worker_id
+from orchestrator.render import counts_line
+from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Store
 
 if TYPE_CHECKING:
@@ -18,47 +27,101 @@ if TYPE_CHECKING:
 
 
 def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any], run_id: str | None) -> int:
-    """Work every unfinished run of this project (or one run) as an extra worker; exit 0 when none is left."""
-    from orchestrator.cli import Exit, _run_async, _tuning_for_run
+    """Work every unfinished run (or one run) as a worker; the exit code is the worst of the runs joined."""
+    from orchestrator.cli import Exit, _run_async
 
-    worker = new_worker_id()
+    only: str | None = None
+    if run_id:
+        target = store.find_run(run_id)
+        if target is None:
+            raise Exit(api.EXIT_ERROR, f"no run {run_id!r} in {store.url} (see `drs-teardown status`)")
+        only = target.id
     clock = RealClock()
+    worker = new_worker_id()
     store.register_worker(worker, socket.gethostname(), os.getpid(), clock.now())
-    worst = api.EXIT_OK
-    done: set[str] = set()
-    while True:
-        runs = [r for r in store.unfinished_runs() if r.id not in done]
-        if run_id:
-            runs = [r for r in runs if r.id.startswith(run_id)]
-            if not runs and not done:
-                target = store.find_run(run_id)
-                if target is None:
-                    raise Exit(api.EXIT_ERROR, f"no run {run_id!r}")
-        if not runs:
-            app.err.print(f"worker {worker}: nothing left")
-            return worst
-        run = runs[0]
-        done.add(run.id)
-        run_settings = settings.model_copy(update={
-            "project_id": settings.project_id or run.project_id,
-            "endpoint": settings.endpoint or (None if settings.region else run.endpoint)})
-        if run_settings.project_id != run.project_id:
-            app.err.print(f"worker: skipping run {run.id} (project {run.project_id}, not {run_settings.project_id})")
-            continue
-        tuning = _tuning_for_run(run_settings, run.options, flags)
-        conn = api.connect(run_settings, app.env)
-        ctx = Context(actor=actor_info(conn.identity), worker=worker, ticket=run.ticket, reason=run.reason)
-        app.err.print(f"worker {worker}: joining run {run.id}")
+    app.err.print(f"worker {worker}: started")
+    pool = _Worker(app, store, settings, flags, worker, clock, only)
+    try:
+        code: int = _run_async(app, pool.run)
+    finally:
+        with contextlib.suppress(Exception):
+            store.worker_finished(worker, clock.now())
+    if app.output == "json":
+        app.emit({"worker": worker, "exit_code": code, "runs": [s.to_json() for s in pool.summaries.values()]})
+    return code
 
-        async def go(stop: asyncio.Event, run_id_: str = run.id) -> api.RunSummary:
-            async with api.make_client(conn, run_settings, clock) as client:
-                return await api.execute(store, client, ctx, tuning, clock, run_id_, fresh=False,
-                                         wait_for_all=False, stop_event=stop)
 
-        summary = _run_async(app, go)
-        if summary.exit_code == api.EXIT_INTERRUPTED and store.run(run.id) and store.active_count(run.id):
-            # Other workers still hold tasks of this run: our part is done.
-            summary.exit_code = api.EXIT_OK
-        worst = max(worst, summary.exit_code) if summary.exit_code != api.EXIT_INTERRUPTED else worst
-        if app.output == "json":
-            app.emit({**summary.to_json(), "worker": worker})
+class _Worker:
+    """One worker process's loop over the runs it may join."""
+
+    def __init__(self, app: App, store: Store, settings: Settings, flags: dict[str, Any], worker: str,
+                 clock: RealClock, only: str | None) -> None:
+        self.app, self.store, self.settings, self.flags = app, store, settings, flags
+        self.worker, self.clock, self.only = worker, clock, only
+        self.summaries: dict[str, api.RunSummary] = {}
+        self._skipped: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        while not stop.is_set():
+            runs = [(r, self._settings_for(r)) for r in self._candidates()]
+            left = [(r, s) for r, s in runs if self.store.active_count(r.id)]
+            if not left:
+                break
+            now = self.clock.now()
+            ready = [(r, s) for r, s in left if self.store.claimable_count(r.id, now)]
+            if not ready:
+                # Every task left is held by another live worker: wait for it to finish them, or for its lease
+                # to run out (it died), and take over then.
+                wait = min(min(t.lease_seconds / 3, t.poll_interval) for t in (self._tuning(r, s) for r, s in left))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                continue
+            for run, run_settings in ready:
+                await self._join(run, run_settings, stop)
+                if stop.is_set():
+                    break
+        for run_id in list(self.summaries):
+            self.summaries[run_id] = api.summarize(self.store, run_id)
+        if stop.is_set():
+            return api.EXIT_INTERRUPTED
+        for s in self.summaries.values():
+            self.app.err.print(f"run {s.run_id}: {counts_line(s.counts)}")
+        self.app.err.print(f"worker {self.worker}: nothing left")
+        return max((s.exit_code for s in self.summaries.values()), default=api.EXIT_OK)
+
+    def _candidates(self) -> list[Run]:
+        runs = self.store.unfinished_runs()
+        if self.only is not None:
+            runs = [r for r in runs if r.id == self.only]
+        out = []
+        for r in reversed(runs):  # oldest first: finish what was started first
+            if self.settings.project_id and self.settings.project_id != r.project_id:
+                if r.id not in self._skipped:
+                    self._skipped.add(r.id)
+                    self.app.err.print(f"worker: skipping run {r.id} (project {r.project_id}, "
+                                       f"not {self.settings.project_id})")
+                continue
+            out.append(r)
+        return out
+
+    def _settings_for(self, run: Run) -> Settings:
+        return self.settings.model_copy(update={
+            "project_id": self.settings.project_id or run.project_id,
+            "endpoint": self.settings.endpoint or (None if self.settings.region else run.endpoint),
+            "ticket": self.settings.ticket or run.ticket, "reason": self.settings.reason or run.reason})
+
+    def _tuning(self, run: Run, run_settings: Settings) -> Tuning:
+        from orchestrator.cli import _tuning_for_run
+
+        # The run's recorded tuning (lease and claim size included); flags given to this worker override it.
+        return _tuning_for_run(run_settings, run.options, self.flags)
+
+    async def _join(self, run: Run, run_settings: Settings, stop: asyncio.Event) -> None:
+        tuning = self._tuning(run, run_settings)
+        conn = api.connect(run_settings, self.app.env)
+        ctx = Context(actor=actor_info(conn.identity), worker=self.worker, ticket=run_settings.ticket,
+                      reason=run_settings.reason)
+        self.app.err.print(f"worker {self.worker}: joining run {run.id}")
+        async with api.make_client(conn, run_settings, self.clock) as client:
+            self.summaries[run.id] = await api.execute(self.store, client, ctx, tuning, self.clock, run.id,
+                                                       fresh=False, wait_for_all=False, stop_event=stop)

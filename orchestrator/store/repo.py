@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, Interval, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,7 +85,10 @@ def _retrying_db(fn: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             except (OperationalError, DBAPIError) as exc:
-                transient = exc.connection_invalidated or "locked" in str(exc) or "busy" in str(exc)
+                text = str(exc)
+                # A deadlock or serialisation failure rolled the whole transaction back: safe to run it again.
+                transient = exc.connection_invalidated or any(
+                    m in text for m in ("locked", "busy", "deadlock detected", "could not serialize"))
                 if not transient or attempt == 5:
                     raise StoreError(f"database error: {exc.orig or exc}") from exc
                 time.sleep(delay)
@@ -165,8 +168,12 @@ class Store:
 
     @_retrying_db
     def apply(self, run_id: str, ctx: Context, changes: Sequence[Change], exchanges: Sequence[Exchange],
-              now: datetime, *, check_lease: bool = False) -> None:
-        """Commit task updates, their audit records and the HTTP exchanges seen, all or nothing."""
+              now: datetime, *, check_lease: bool = False, lease: timedelta | None = None) -> None:
+        """Commit task updates, their audit records and the HTTP exchanges seen, all or nothing.
+
+        check_lease: every updated task must still be ours (else LeaseLost, nothing committed); with `lease`,
+        the same statement extends it, so a committed intent always leaves a full lease for the send.
+        """
         # Group the updates by the set of columns they touch, and send each group as one executemany.
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for ch in changes:
@@ -178,9 +185,12 @@ class Store:
         with self.session() as s:
             for keys, params_list in groups.items():
                 stmt = update(table).where(table.c.run_id == bindparam("b_run"), table.c.job_id == bindparam("b_job"))
+                values = {k: bindparam(f"v_{k}") for k in keys}
                 if check_lease:
                     stmt = stmt.where(table.c.lease_owner == bindparam("b_owner"))
-                stmt = stmt.values({k: bindparam(f"v_{k}") for k in keys})
+                    if lease is not None:
+                        values["lease_expires_at"] = self._lease_end(now, lease)
+                stmt = stmt.values(values)
                 result = s.connection().execute(stmt, params_list)
                 if result.rowcount != len(params_list):
                     raise LeaseLost(f"{len(params_list) - result.rowcount} task(s) of run {run_id} are no longer ours")
@@ -214,50 +224,125 @@ class Store:
             s.execute(update(Run).where(Run.id == run_id).values(**values))
 
     # -- leases -----------------------------------------------------------------------------------------------
+    #
+    # A task belongs to the worker named in lease_owner. Ownership changes only under the row's lock (claims take
+    # it with FOR UPDATE SKIP LOCKED, every write by the owner re-checks lease_owner in its WHERE), so it is
+    # never ambiguous. Expiry is what lets a live worker take a dead one's tasks; on PostgreSQL it is measured
+    # on the database's clock, so workers on hosts with skewed clocks agree on when a lease has run out.
+
+    def _db_now(self, now: datetime) -> Any:
+        return func.statement_timestamp() if self.is_postgres else now
+
+    def _lease_end(self, now: datetime, lease: timedelta) -> Any:
+        if self.is_postgres:
+            return func.statement_timestamp() + literal(lease, Interval())
+        return now + lease
 
     @_retrying_db
     def register_worker(self, worker: str, host: str, pid: int, now: datetime) -> None:
+        """Record a worker process once (later calls only touch its heartbeat)."""
         with self.session() as s:
-            s.merge(Worker(id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now, finished_at=None))
+            known = s.get(Worker, worker)
+            if known is None:
+                s.add(Worker(id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now, finished_at=None))
+            else:
+                known.heartbeat_at, known.finished_at = now, None
 
     @_retrying_db
-    def claim(self, run_id: str, worker: str, now: datetime, lease: timedelta, limit: int,
+    def worker_finished(self, worker: str, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(update(Worker).where(Worker.id == worker).values(finished_at=now, heartbeat_at=now))
+
+    @_retrying_db
+    def claim(self, run_id: str, worker: str, now: datetime, lease: timedelta, limit: int | None,
               *, ignore_leases: bool = False) -> list[Task]:
-        """Take up to `limit` active tasks nobody else holds (SKIP LOCKED on PostgreSQL)."""
+        """Take up to `limit` active tasks nobody holds, or whose lease ran out (SKIP LOCKED on PostgreSQL).
+
+        Tasks this worker already holds are not returned again (see `held`), so repeated claims ramp up.
+        """
         with self.session() as s:
             stmt = select(Task).where(Task.run_id == run_id, Task.state.in_(ACTIVE))
             if not ignore_leases:
-                stmt = stmt.where(or_(Task.lease_owner.is_(None), Task.lease_owner == worker,
-                                      Task.lease_expires_at < now))
-            stmt = stmt.order_by(Task.id).limit(limit)
+                stmt = stmt.where(or_(Task.lease_owner.is_(None), Task.lease_expires_at < self._db_now(now)))
+            stmt = stmt.order_by(Task.id)
+            if limit is not None:
+                stmt = stmt.limit(limit)
             if self.is_postgres:
                 stmt = stmt.with_for_update(skip_locked=True)
             tasks = list(s.execute(stmt).scalars())
-            ids = [t.id for t in tasks]
-            # One UPDATE per 500 ids instead of an ORM flush per row.
-            for i in range(0, len(ids), 500):
-                s.execute(update(Task).where(Task.id.in_(ids[i : i + 500]))
-                          .values(lease_owner=worker, lease_expires_at=now + lease)
-                          .execution_options(synchronize_session=False))
+            self._stamp(s, [t.id for t in tasks], worker, now, lease)
             for t in tasks:
                 s.expunge(t)
-                t.lease_owner, t.lease_expires_at = worker, now + lease
+                t.lease_owner = worker
             return tasks
 
     @_retrying_db
-    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> int:
-        """Extend our leases; returns how many tasks we still hold."""
+    def held(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> list[Task]:
+        """Every active task this worker holds, its lease renewed: the way back after a LeaseLost."""
+        with self.session() as s:
+            stmt = (select(Task).where(Task.run_id == run_id, Task.state.in_(ACTIVE), Task.lease_owner == worker)
+                    .order_by(Task.id))
+            if self.is_postgres:
+                stmt = stmt.with_for_update()
+            tasks = list(s.execute(stmt).scalars())
+            self._stamp(s, [t.id for t in tasks], worker, now, lease)
+            for t in tasks:
+                s.expunge(t)
+            return tasks
+
+    def _stamp(self, s: Session, ids: list[int], worker: str, now: datetime, lease: timedelta) -> None:
+        # One UPDATE per 500 ids instead of an ORM flush per row.
+        for i in range(0, len(ids), 500):
+            s.execute(update(Task).where(Task.id.in_(ids[i : i + 500]))
+                      .values(lease_owner=worker, lease_expires_at=self._lease_end(now, lease))
+                      .execution_options(synchronize_session=False))
+
+    @_retrying_db
+    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> set[str]:
+        """Extend our leases; returns the job ids of the active tasks we still hold."""
         with self.session() as s:
             s.execute(update(Worker).where(Worker.id == worker).values(heartbeat_at=now))
             result = s.execute(update(Task).where(Task.run_id == run_id, Task.lease_owner == worker,
-                                                  Task.state.in_(ACTIVE)).values(lease_expires_at=now + lease))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+                                                  Task.state.in_(ACTIVE))
+                               .values(lease_expires_at=self._lease_end(now, lease)).returning(Task.job_id)
+                               .execution_options(synchronize_session=False))
+            return set(result.scalars())
+
+    @_retrying_db
+    def not_ours(self, run_id: str, worker: str, job_ids: Sequence[str]) -> set[str]:
+        """Which of these tasks another worker holds now."""
+        out: set[str] = set()
+        with self.session() as s:
+            for i in range(0, len(job_ids), 500):
+                out.update(s.execute(select(Task.job_id).where(
+                    Task.run_id == run_id, Task.job_id.in_(job_ids[i : i + 500]),
+                    or_(Task.lease_owner.is_(None), Task.lease_owner != worker))).scalars())
+        return out
+
+    @_retrying_db
+    def claimable_count(self, run_id: str, now: datetime) -> int:
+        """Active tasks nobody holds, or whose lease ran out."""
+        with self.session() as s:
+            return int(s.execute(select(func.count()).select_from(Task).where(
+                Task.run_id == run_id, Task.state.in_(ACTIVE),
+                or_(Task.lease_owner.is_(None), Task.lease_expires_at < self._db_now(now)))).scalar_one())
 
     @_retrying_db
     def release(self, run_id: str, worker: str) -> None:
         with self.session() as s:
             s.execute(update(Task).where(Task.run_id == run_id, Task.lease_owner == worker)
                       .values(lease_owner=None, lease_expires_at=None))
+
+    @_retrying_db
+    def finish_run(self, run_id: str, ctx: Context, event: Event, now: datetime, exit_code: int) -> bool:
+        """Mark the run finished and record why, once: with several workers, the first to see it done wins."""
+        with self.session() as s:
+            run = s.execute(select(Run).where(Run.id == run_id).with_for_update()).scalar_one()
+            if run.status == "finished":
+                return False
+            run.status, run.finished_at, run.exit_code = "finished", now, exit_code
+            self._append(s, run_id, ctx, [event], now)
+            return True
 
     # -- reading ----------------------------------------------------------------------------------------------
 
