@@ -553,26 +553,34 @@ def audit(app: App, run_id: str, fmt: str) -> None:
 
 @main.command()
 @click.argument("run_id", required=False)
+@click.option("--expect-head", help="also require this head hash (anchored elsewhere, e.g. in the ticket)")
 @output_option
 @click.pass_obj
 @handle_errors
-def verify(app: App, run_id: str | None, output: str) -> None:
+def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -> None:
     """Recompute the audit hash chain; exit 4 on any tampering, naming the first broken record."""
     store = app.store(app.settings())
+    if expect_head and not run_id:
+        raise Exit(api.EXIT_ERROR, "--expect-head needs a RUN_ID")
     runs = [_pick_run(store, run_id)] if run_id else store.runs(limit=10_000)
     results = [store.verify(r.id) for r in runs]
+    head_ok = expect_head is None or (len(results) == 1 and results[0].head_hash == expect_head.lower())
     if output == "json":
-        app.emit({"ok": all(v.ok for v in results), "runs": [v.__dict__ for v in results]})
+        app.emit({"ok": all(v.ok for v in results) and head_ok, "runs": [v.__dict__ for v in results],
+                  **({"expected_head": expect_head, "head_matches": head_ok} if expect_head else {})})
     else:
         for v in results:
             if v.ok:
                 app.err.print(f"[green]ok[/green] run {v.run_id}: {v.records} records, head {v.head_hash}")
             else:
                 app.err.print(f"[red]BROKEN[/red] run {v.run_id}: first broken record seq {v.broken_seq}: "
-                              f"{v.problem}")
+                              f"{_escape(v.problem or '')}")
+        if not head_ok:
+            app.err.print(f"[red]HEAD MISMATCH[/red]: expected {expect_head}, the trail ends at "
+                          f"{results[0].head_hash}: records after the anchor were rewritten or added")
         if not results:
             app.err.print("no runs to verify")
-    if not all(v.ok for v in results):
+    if not all(v.ok for v in results) or not head_ok:
         sys.exit(api.EXIT_STORE)
 
 

@@ -269,3 +269,18 @@ def test_config_file_precedence(tmp_path: Path, sqlite_db: str) -> None:
     bad.write_text("[run]\nbatchsize = 5\n")
     r = cli(["--config", str(bad), "status"], {"DRS_TEARDOWN_DB": sqlite_db})
     assert r.exit_code == 1 and "batchsize" in r.stderr
+
+
+def test_verify_expect_head(sqlite_db: str) -> None:
+    with simulator() as (sim, url):
+        job = sim.add_job(JobSpec(status="CREATE_FAILED"))
+        run = cli(["run", job, "--yes", "--output", "json", *FAST], env_for(url, sqlite_db))
+    run_id = doc(run)["run_id"]
+    v = doc(cli(["verify", run_id, "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db}))
+    head = v["runs"][0]["head_hash"]
+    ok = cli(["verify", run_id, "--expect-head", head], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert ok.exit_code == 0 and head in ok.stderr
+    bad = cli(["verify", run_id, "--expect-head", "0" * 64], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert bad.exit_code == 4 and "HEAD MISMATCH" in bad.stderr
+    usage = cli(["verify", "--expect-head", head], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert usage.exit_code == 1
