@@ -44,9 +44,10 @@ from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
 OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
 MAX_RESENDS = 3  # unknown outcomes a task may be re-sent for before it is failed
 MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
-# Until the CLI has --lease-seconds: an advanced override, read once (tests use short leases).
-LEASE_ENV = "DRS_TEARDOWN_LEASE_SECONDS"
-DEFAULT_LEASE_SECONDS = float(os.environ.get(LEASE_ENV) or 30.0)
+# Advanced overrides of the lease defaults, read once (tests use short leases and small claims); --lease-seconds
+# and --claim-size, where given, win.
+DEFAULT_LEASE_SECONDS = float(os.environ.get("DRS_TEARDOWN_LEASE_SECONDS") or 30.0)
+DEFAULT_CLAIM_SIZE = int(os.environ.get("DRS_TEARDOWN_CLAIM_SIZE") or 100)
 T = TypeVar("T")
 log = logging.getLogger("drs_teardown.engine")
 
@@ -74,7 +75,7 @@ class Tuning:
     breakpoint: bool = False
     terminate_attempts: int = 2  # plain terminates before escalating to force_terminate
     lease_seconds: float = DEFAULT_LEASE_SECONDS  # a dead worker's tasks are taken over after this
-    claim_size: int = 100  # tasks a worker claims at a time on a shared database (keeps claiming)
+    claim_size: int = DEFAULT_CLAIM_SIZE  # tasks a worker claims at a time on a shared database (keeps claiming)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
