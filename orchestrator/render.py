@@ -22,7 +22,8 @@ ROW_LIMIT = 60
 
 def plan_table(plan: Plan, *, limit: int = ROW_LIMIT) -> Table:
     table = Table(title=f"Plan for project {plan.project_id}: {len(plan.items)} task(s)", title_justify="left")
-    for col in ("job id", "name", "status", "action", "why"):
+    table.add_column("job id", no_wrap=True, min_width=36)
+    for col in ("name", "status", "action", "why"):
         table.add_column(col, overflow="fold")
     for item in plan.items[:limit]:
         table.add_row(item.job_id, item.name or "", item.status or "", item.action.value, item.reason)
@@ -45,7 +46,8 @@ def summary_table(jobs: list[dict[str, Any]], *, limit: int = ROW_LIMIT) -> Tabl
     order = {"failed": 0, "timed_out": 1, "blocked": 2, "pending": 3, "skipped": 4, "deleted": 5}
     rows = sorted(jobs, key=lambda j: (order.get(j["outcome"], 9), j["job_id"]))
     table = Table(title="Outcome", title_justify="left")
-    for col in ("job id", "name", "outcome", "remote status", "reason"):
+    table.add_column("job id", no_wrap=True, min_width=36)
+    for col in ("name", "outcome", "remote status", "reason"):
         table.add_column(col, overflow="fold")
     for j in rows[:limit]:
         table.add_row(j["job_id"], j.get("name") or "", Text(j["outcome"], style=OUTCOME_STYLE.get(j["outcome"], "")),
