@@ -18,6 +18,9 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +44,6 @@ def _env(url: str, crash_at: str | None = None) -> dict[str, str]:
     return env
 
 
-def _drs(args: list[str], url: str, cwd: Path,
-         crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], env=_env(url, crash_at), cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
-
-
 def _world(sim: Simulator) -> None:
     """A fixed mix, nothing in a transitional status at plan time, so every boundary is hit at the same step
     of every run: running tasks to stop, released ones to delete, and ones the plan blocks."""
@@ -61,16 +58,63 @@ def _world(sim: Simulator) -> None:
 
 
 def _profile() -> Profile:
-    # Releases take 0.25-0.5 s: several polls happen while every stopped task is still releasing.
-    return load_profile("fast").with_overrides(release_seconds=(0.25, 0.5))
+    # Releases take 0.4-1.5 s: polls happen while stopped tasks are still releasing, even on a busy machine.
+    return load_profile("fast").with_overrides(release_seconds=(0.4, 1.5))
 
 
-def _crash(url: str, db: str, cwd: Path, crash_at: str, command: list[str]) -> None:
-    proc = _drs(["--db", db, *command], url, cwd, crash_at)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"expected the crash point {crash_at} to kill the process, got exit {proc.returncode}\n"
-        f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    assert f"crash point {crash_at}" in proc.stderr
+CASES = [
+    # (crash points, one per process: the run, then each resume that should crash too)
+    pytest.param(["after_intent:stop:1"], id="after-intent-stop"),
+    pytest.param(["after_send:stop:1"], id="after-send-stop"),
+    pytest.param(["after_response:stop:1"], id="after-response-stop"),
+    pytest.param(["after_intent:delete:1"], id="after-intent-delete"),
+    pytest.param(["after_send:delete:1"], id="after-send-delete"),
+    pytest.param(["after_response:delete:1"], id="after-response-delete"),
+    pytest.param(["after_send:poll:1"], id="mid-poll-sent"),  # the first poll: every stop is releasing
+    pytest.param(["after_response:poll:1"], id="mid-poll-answered"),
+    pytest.param(["after_response:poll:2"], id="mid-poll-second"),
+    pytest.param(["after_send:stop:1", "after_intent:delete:1"], id="crash-then-crash-in-resume"),
+]
+
+
+@dataclass
+class Crashed:
+    """One case after its crash(es): the simulator that saw it, the database, and each killed process."""
+
+    sim: Simulator
+    url: str
+    db: str
+    cwd: Path
+    crash_points: list[str]
+    procs: list[tuple[int, str]] = field(default_factory=list)  # (exit status, stderr) per crash
+
+
+def _spawn(c: Crashed, crash_at: str) -> subprocess.Popen[str]:
+    args = ["run", "--all", "--yes", "--output", "json", "--poll-interval", "0.05"] if not c.procs \
+        else ["resume", "--output", "json"]
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--db", c.db, *args],
+                            env=_env(c.url, crash_at), cwd=c.cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Crashed]]:
+    """Every case's crashes, run side by side (each process start costs a second of imports)."""
+    cases: dict[str, Crashed] = {}
+    with ExitStack() as stack:
+        for param in CASES:
+            (points,) = param.values
+            cwd = tmp_path_factory.mktemp(str(param.id))
+            sim, url = stack.enter_context(simulator(profile=_profile()))
+            _world(sim)
+            cases[str(param.id)] = Crashed(sim, url, f"sqlite:///{cwd / 'crash.db'}", cwd, list(points))
+        for wave in range(max(len(c.crash_points) for c in cases.values())):
+            running = [(c, _spawn(c, c.crash_points[wave])) for c in cases.values()
+                       if wave < len(c.crash_points)]
+            for c, proc in running:
+                _, err = proc.communicate(timeout=120)
+                c.procs.append((proc.returncode, err))
+        yield cases
 
 
 def _check_trail(store: Store, run_id: str) -> None:
@@ -100,59 +144,43 @@ def _check_destructive(sim: Simulator, crashes: int) -> Counter[tuple[str, str]]
     return calls
 
 
-CASES = [
-    # (crash points, one per process: the run, then each resume that should crash too)
-    pytest.param(["after_intent:stop:1"], id="after-intent-stop"),
-    pytest.param(["after_send:stop:1"], id="after-send-stop"),
-    pytest.param(["after_response:stop:1"], id="after-response-stop"),
-    pytest.param(["after_intent:delete:1"], id="after-intent-delete"),
-    pytest.param(["after_send:delete:1"], id="after-send-delete"),
-    pytest.param(["after_response:delete:1"], id="after-response-delete"),
-    pytest.param(["after_send:poll:1"], id="mid-poll-sent"),  # the first poll: every stop is releasing
-    pytest.param(["after_response:poll:1"], id="mid-poll-answered"),
-    pytest.param(["after_response:poll:3"], id="mid-poll-later"),  # deletes under way
-    pytest.param(["after_send:stop:1", "after_intent:delete:1"], id="crash-then-crash-in-resume"),
-]
 
 
-@pytest.mark.parametrize("crash_points", CASES)
-def test_sigkill_at_a_boundary_then_resume_converges(crash_points: list[str], tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'crash.db'}"
-    with simulator(profile=_profile()) as (sim, url):
-        _world(sim)
-        _crash(url, db, tmp_path, crash_points[0],
-               ["run", "--all", "--yes", "--output", "json", "--poll-interval", "0.05"])
-        store = Store(db)
-        (run,) = store.runs()
-        assert run.status == "running" and run.finished_at is None  # killed: nothing recorded its end
-        kind = crash_points[0].split(":")[1]
-        states = Counter(t.state.value for t in store.tasks(run.id))
-        # The process died with work in flight: tasks in the intent this boundary is about, or releasing.
-        assert states[INTENT_OF.get(kind, "releasing")], states
-        for spec in crash_points[1:]:
-            _crash(url, db, tmp_path, spec, ["resume", "--output", "json"])
+@pytest.mark.parametrize("case", [p.id for p in CASES])
+def test_sigkill_at_a_boundary_then_resume_converges(case: str, crashed: dict[str, Crashed]) -> None:
+    c = crashed[case]
+    sim, url, db, crash_points = c.sim, c.url, c.db, c.crash_points
+    for spec, (code, err) in zip(crash_points, c.procs, strict=True):
+        assert code == -signal.SIGKILL, f"crash point {spec} did not kill the process (exit {code}):\n{err}"
+        assert f"crash point {spec}" in err
+    store = Store(db)
+    (run,) = store.runs()
+    assert run.finished_at is None  # killed: nothing recorded its end
+    first = Counter(r.to_state for r in store.records(run.id) if r.job_id and r.to_state)
+    # The first process died with work in flight: the intent of its boundary recorded, or stops releasing.
+    assert first[INTENT_OF.get(crash_points[0].split(":")[1], "releasing")], first
 
-        result = cli(["--db", db, "resume", "--output", "json"], env=_env(url))
-        assert result.exit_code in (0, 3), result.output
-        doc = json.loads(result.stdout)
-        assert doc["run_id"] == run.id and "pending" not in doc["counts"], doc["counts"]
+    result = cli(["--db", db, "resume", "--output", "json"], env=_env(url))
+    assert result.exit_code in (0, 3), result.output
+    doc = json.loads(result.stdout)
+    assert doc["run_id"] == run.id and "pending" not in doc["counts"], doc["counts"]
 
-        tasks = store.tasks(run.id)
-        allowed = [t for t in tasks if t.planned_action in ALLOWED]
-        left = [(t.job_id, t.state.value, t.reason) for t in allowed if t.state.value != "deleted"]
-        assert allowed and not left, left
-        for t in allowed:
-            assert sim.status_of(t.job_id) in (None, "DELETED")
-        others = [t for t in tasks if t.planned_action not in ALLOWED]
-        assert all(t.state.value in ("blocked", "skipped") for t in others)
-        assert all(n == 0 for n in sim.violations.values()), dict(sim.violations)
-        calls = _check_destructive(sim, crashes=len(crash_points))
-        # This world has no faults: a crash never needs a destructive call repeated.
-        assert max(calls.values()) == 1, {k: n for k, n in calls.items() if n > 1}
-        _check_trail(store, run.id)
-        verify = cli(["--db", db, "verify", run.id], env=_env(url))
-        assert verify.exit_code == 0, verify.output
-        store.close()
+    tasks = store.tasks(run.id)
+    allowed = [t for t in tasks if t.planned_action in ALLOWED]
+    left = [(t.job_id, t.state.value, t.reason) for t in allowed if t.state.value != "deleted"]
+    assert allowed and not left, left
+    for t in allowed:
+        assert sim.status_of(t.job_id) in (None, "DELETED")
+    others = [t for t in tasks if t.planned_action not in ALLOWED]
+    assert others and all(t.state.value == "blocked" for t in others)
+    assert all(n == 0 for n in sim.violations.values()), dict(sim.violations)
+    calls = _check_destructive(sim, crashes=len(crash_points))
+    # This world has no faults: no crash ever needs a destructive call repeated.
+    assert max(calls.values()) == 1, {k: n for k, n in calls.items() if n > 1}
+    _check_trail(store, run.id)
+    verify = cli(["--db", db, "verify", run.id], env=_env(url))
+    assert verify.exit_code == 0, verify.output
+    store.close()
 
 
 def test_crash_point_spec_is_checked() -> None:
