@@ -363,10 +363,14 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
     clock = RealClock()
     plan_calls: list[Exchange] = []
 
-    async def plan_live(_stop: asyncio.Event) -> Plan:
+    async def plan_live(stop: asyncio.Event) -> Plan:
         async with api.make_client(conn, settings, clock) as client:
             client.recorder = plan_calls.append
-            return await api.plan(client, selection, conn.endpoint, clock)
+            the_plan = await api.plan(client, selection, conn.endpoint, clock)
+        if stop.is_set():
+            # A signal while planning must not be swallowed by the run that would follow.
+            raise Exit(api.EXIT_INTERRUPTED, "interrupted while planning: no run started, nothing was sent")
+        return the_plan
 
     live = _run_async(app, plan_live)
     _check_max_targets(settings, live)
