@@ -15,7 +15,7 @@ from orchestrator.config import Settings
 from orchestrator.drs.auth import DrsAuth, resolve_credentials
 from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import ConfigError, check_endpoint_url, resolve_endpoints
-from orchestrator.drs.pacing import Pacer
+from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import OUTCOMES, Engine, EngineAbort, Snapshot, Tuning, outcome_of
 from orchestrator.planning import Plan, Selection, make_plan
 from orchestrator.store.repo import Context, Event, Store
@@ -52,7 +52,7 @@ def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = No
 
 def make_client(conn: Connection, settings: Settings, clock: Clock) -> DrsClient:
     return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, verify=conn.verify, clock=clock,
-                     pacer=Pacer(clock, rate=settings.rate), max_concurrency=settings.concurrency)
+                     pacer=process_pacer(clock, settings.rate), max_concurrency=settings.concurrency)
 
 
 def tuning_from(settings: Settings) -> Tuning:
