@@ -199,6 +199,7 @@ class Engine:
         self._claim_more = True
         self._lost: set[str] = set()
         self._orphans = False
+        self._reported_at = -1e18
         self.lease_doubt = False  # a send was abandoned: let the leases run out, do not release them
         self._total = 0
         self.abort: EngineAbort | None = None
@@ -234,6 +235,9 @@ class Engine:
     def _report(self) -> None:
         if self.progress is None:
             return
+        if self.shared:
+            self._report_shared()
+            return
         counts: Counter[str] = Counter(self._others)
         waiting: Counter[str] = Counter()
         for w in self.work_items.values():
@@ -242,11 +246,23 @@ class Engine:
                 waiting[w.model.last_status] += 1
         self.progress(Snapshot(counts, waiting, self._total, self.started, self.clock.now(), self.calls))
 
+    def _report_shared(self) -> None:
+        # Other workers move tasks too: the counts come from the store, at most once a second.
+        assert self.progress is not None
+        mono = self.clock.monotonic()
+        if mono - self._reported_at < 1.0:
+            return
+        self._reported_at = mono
+        counts: Counter[str] = Counter(self.store.state_counts(self.run_id))
+        waiting: Counter[str] = Counter(w.model.last_status for w in self._active() if w.model.last_status)
+        self.progress(Snapshot(counts, waiting, sum(counts.values()), self.started, self.clock.now(), self.calls))
+
     def _claim(self) -> int:
         """Take more tasks: all of them on SQLite; one batch at a time on a shared database."""
         now, started = self.clock.now(), self.clock.monotonic()
         limit = self.tuning.claim_size if self.shared else None
-        rows = self.store.claim(self.run_id, self.ctx.worker, now, self._lease, limit, ignore_leases=not self.shared)
+        rows = self.store.claim(self.run_id, self.ctx.worker, now, self._lease, limit, ignore_leases=not self.shared,
+                                ctx=self.ctx if self.shared else None)
         first = not self._valid_until
         self._last_claim = started
         self._claim_more = limit is not None and len(rows) >= limit

@@ -255,10 +255,11 @@ class Store:
 
     @_retrying_db
     def claim(self, run_id: str, worker: str, now: datetime, lease: timedelta, limit: int | None,
-              *, ignore_leases: bool = False) -> list[Task]:
+              *, ignore_leases: bool = False, ctx: Context | None = None) -> list[Task]:
         """Take up to `limit` active tasks nobody holds, or whose lease ran out (SKIP LOCKED on PostgreSQL).
 
-        Tasks this worker already holds are not returned again (see `held`), so repeated claims ramp up.
+        Tasks this worker already holds are not returned again (see `held`), so repeated claims ramp up. With
+        `ctx`, taking a task over from another worker whose lease ran out is recorded in the trail.
         """
         with self.session() as s:
             stmt = select(Task).where(Task.run_id == run_id, Task.state.in_(ACTIVE))
@@ -270,10 +271,17 @@ class Store:
             if self.is_postgres:
                 stmt = stmt.with_for_update(skip_locked=True)
             tasks = list(s.execute(stmt).scalars())
+            taken = [Event(trigger="takeover", job_id=t.job_id, from_state=t.state.value, to_state=t.state.value,
+                           remote_status=t.last_status,
+                           detail=f"lease of worker {t.lease_owner} ran out at "
+                                  f"{t.lease_expires_at.isoformat() if t.lease_expires_at else '?'}")
+                     for t in tasks if t.lease_owner not in (None, worker)]
             self._stamp(s, [t.id for t in tasks], worker, now, lease)
             for t in tasks:
                 s.expunge(t)
                 t.lease_owner = worker
+            if ctx is not None and taken:
+                self._append(s, run_id, ctx, taken, now)
             return tasks
 
     @_retrying_db
@@ -318,6 +326,13 @@ class Store:
                     Task.run_id == run_id, Task.job_id.in_(job_ids[i : i + 500]),
                     or_(Task.lease_owner.is_(None), Task.lease_owner != worker))).scalars())
         return out
+
+    @_retrying_db
+    def state_counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's tasks are in each local state (every worker's)."""
+        with self.session() as s:
+            rows = s.execute(select(Task.state, func.count()).where(Task.run_id == run_id).group_by(Task.state))
+            return {state.value: int(n) for state, n in rows}
 
     @_retrying_db
     def claimable_count(self, run_id: str, now: datetime) -> int:
