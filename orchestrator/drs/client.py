@@ -337,9 +337,11 @@ class DrsClient:
             return self.retry.backoff(state.attempt_number, retry_after)
 
         def stop(state: RetryCallState) -> bool:
-            spent = self.clock.monotonic() - started
-            done = state.attempt_number >= self.retry.attempts or spent >= self.retry.max_elapsed
             failure = state.outcome.exception() if state.outcome is not None else None
+            told = failure.retry_after if isinstance(failure, Throttled) else None
+            # Do not start a wait the service asked for that would end past the budget.
+            spent = self.clock.monotonic() - started + min(told or 0.0, self.retry.max_retry_after)
+            done = state.attempt_number >= self.retry.attempts or spent >= self.retry.max_elapsed
             if done and failure is not None:
                 self.stats[f"gave_up:{fault_class(failure)}"] += 1
             return done
