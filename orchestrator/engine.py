@@ -218,12 +218,12 @@ class Engine:
         try:
             # Shared: the same statement checks each task is still ours and extends its lease, so a committed
             # intent leaves a full lease for the request that follows it.
-            self.store.apply(self.run_id, self.ctx, changes, exchanges, self.clock.now(), check_lease=self.shared,
-                             lease=self._lease if self.shared else None)
+            self.store.apply(self.run_id, self.ctx, changes, exchanges, self.clock.now(),
+                             check_lease=self.shared, lease=self._lease if self.shared else None)
         except LeaseLost:
-            # Another worker holds one of these tasks now. Nothing was committed and our models ran ahead of the
-            # store: keep the exchanges (they happened), rebuild from what we still hold, and let the caller
-            # abandon its step (no request goes out for an intent that was not committed).
+            # Another worker holds one of these tasks now. Nothing was committed and our models ran ahead of
+            # the store: keep the exchanges (they happened), rebuild from what we still hold, and let the
+            # caller abandon its step (no request goes out for an intent that was not committed).
             self.stats["lease_lost"] += 1
             self.store.record_exchanges(self.run_id, self.ctx.worker, exchanges)
             self._resync()
@@ -255,14 +255,15 @@ class Engine:
         self._reported_at = mono
         counts: Counter[str] = Counter(self.store.state_counts(self.run_id))
         waiting: Counter[str] = Counter(w.model.last_status for w in self._active() if w.model.last_status)
-        self.progress(Snapshot(counts, waiting, sum(counts.values()), self.started, self.clock.now(), self.calls))
+        total = sum(counts.values())
+        self.progress(Snapshot(counts, waiting, total, self.started, self.clock.now(), self.calls))
 
     def _claim(self) -> int:
         """Take more tasks: all of them on SQLite; one batch at a time on a shared database."""
         now, started = self.clock.now(), self.clock.monotonic()
         limit = self.tuning.claim_size if self.shared else None
-        rows = self.store.claim(self.run_id, self.ctx.worker, now, self._lease, limit, ignore_leases=not self.shared,
-                                ctx=self.ctx if self.shared else None)
+        rows = self.store.claim(self.run_id, self.ctx.worker, now, self._lease, limit,
+                                ignore_leases=not self.shared, ctx=self.ctx if self.shared else None)
         first = not self._valid_until
         self._last_claim = started
         self._claim_more = limit is not None and len(rows) >= limit
@@ -409,12 +410,13 @@ class Engine:
                     self.stats["lease_lost"] += 1
         if self._orphans:
             self._orphans = False
-            self._adopt(self.store.held(self.run_id, self.ctx.worker, self.clock.now(), self._lease), fresh=False)
+            held = self.store.held(self.run_id, self.ctx.worker, self.clock.now(), self._lease)
+            self._adopt(held, fresh=False)
         if self._claim_more or self.clock.monotonic() - self._last_claim >= self.tuning.lease_seconds / 3:
             self._claim()
 
     async def _heartbeats(self) -> None:
-        """Renew our leases every third of a lease, whatever the loop is awaiting (long HTTP calls included)."""
+        """Renew our leases every third of a lease, whatever the loop awaits (long HTTP calls included)."""
         lease = self._lease.total_seconds()
         while True:
             await self.clock.sleep(lease / 3)
@@ -460,8 +462,8 @@ class Engine:
             return task.result()  # answered just in time
         self.lease_doubt = True
         self.stats["sends_abandoned"] += 1
-        raise OutcomeUnknown(f"our lease was not renewed in time: request abandoned after {lease * 2 / 3:g}s, "
-                             "outcome unknown")
+        raise OutcomeUnknown(f"our lease was not renewed in time: request abandoned after "
+                             f"{lease * 2 / 3:g}s, outcome unknown")
 
     async def _sleep(self) -> None:
         now = self.clock.now()

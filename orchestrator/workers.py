@@ -47,7 +47,8 @@ def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any],
         with contextlib.suppress(Exception):
             store.worker_finished(worker, clock.now())
     if app.output == "json":
-        app.emit({"worker": worker, "exit_code": code, "runs": [s.to_json() for s in pool.summaries.values()]})
+        runs = [s.to_json() for s in pool.summaries.values()]
+        app.emit({"worker": worker, "exit_code": code, "runs": runs})
     return code
 
 
@@ -72,7 +73,8 @@ class _Worker:
             if not ready:
                 # Every task left is held by another live worker: wait for it to finish them, or for its lease
                 # to run out (it died), and take over then.
-                wait = min(min(t.lease_seconds / 3, t.poll_interval) for t in (self._tuning(r, s) for r, s in left))
+                tunings = [self._tuning(r, s) for r, s in left]
+                wait = min(min(t.lease_seconds / 3, t.poll_interval) for t in tunings)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
                 continue

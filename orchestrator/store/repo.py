@@ -225,9 +225,9 @@ class Store:
 
     # -- leases -----------------------------------------------------------------------------------------------
     #
-    # A task belongs to the worker named in lease_owner. Ownership changes only under the row's lock (claims take
-    # it with FOR UPDATE SKIP LOCKED, every write by the owner re-checks lease_owner in its WHERE), so it is
-    # never ambiguous. Expiry is what lets a live worker take a dead one's tasks; on PostgreSQL it is measured
+    # A task belongs to the worker named in lease_owner. Ownership changes only under the row's lock (claims
+    # take it with FOR UPDATE SKIP LOCKED, every write by the owner re-checks lease_owner in its WHERE), so it
+    # is never ambiguous. Expiry is what lets a live worker take a dead one's tasks; on PostgreSQL it is measured
     # on the database's clock, so workers on hosts with skewed clocks agree on when a lease has run out.
 
     def _db_now(self, now: datetime) -> Any:
@@ -244,7 +244,8 @@ class Store:
         with self.session() as s:
             known = s.get(Worker, worker)
             if known is None:
-                s.add(Worker(id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now, finished_at=None))
+                s.add(Worker(id=worker, host=host, pid=pid, started_at=now, heartbeat_at=now,
+                             finished_at=None))
             else:
                 known.heartbeat_at, known.finished_at = now, None
 
@@ -271,8 +272,8 @@ class Store:
             if self.is_postgres:
                 stmt = stmt.with_for_update(skip_locked=True)
             tasks = list(s.execute(stmt).scalars())
-            taken = [Event(trigger="takeover", job_id=t.job_id, from_state=t.state.value, to_state=t.state.value,
-                           remote_status=t.last_status,
+            taken = [Event(trigger="takeover", job_id=t.job_id, from_state=t.state.value,
+                           to_state=t.state.value, remote_status=t.last_status,
                            detail=f"lease of worker {t.lease_owner} ran out at "
                                   f"{t.lease_expires_at.isoformat() if t.lease_expires_at else '?'}")
                      for t in tasks if t.lease_owner not in (None, worker)]
@@ -288,7 +289,8 @@ class Store:
     def held(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> list[Task]:
         """Every active task this worker holds, its lease renewed: the way back after a LeaseLost."""
         with self.session() as s:
-            stmt = (select(Task).where(Task.run_id == run_id, Task.state.in_(ACTIVE), Task.lease_owner == worker)
+            stmt = (select(Task)
+                    .where(Task.run_id == run_id, Task.state.in_(ACTIVE), Task.lease_owner == worker)
                     .order_by(Task.id))
             if self.is_postgres:
                 stmt = stmt.with_for_update()
@@ -331,7 +333,8 @@ class Store:
     def state_counts(self, run_id: str) -> dict[str, int]:
         """How many of the run's tasks are in each local state (every worker's)."""
         with self.session() as s:
-            rows = s.execute(select(Task.state, func.count()).where(Task.run_id == run_id).group_by(Task.state))
+            rows = s.execute(select(Task.state, func.count()).where(Task.run_id == run_id)
+                             .group_by(Task.state))
             return {state.value: int(n) for state, n in rows}
 
     @_retrying_db
