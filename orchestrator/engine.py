@@ -117,6 +117,16 @@ class Work:
     reason: str | None = None
     error_code: str | None = None
     since: datetime | None = None  # when the last transition happened: the oldest waiters are polled first
+    # In the delete phase since phase_started: a busy delete sends it back through `pending` without restarting
+    # the phase, so a task the service keeps refusing still meets its delete timeout.
+    delete_phase: bool = False
+
+    def __post_init__(self) -> None:
+        self.delete_phase = self.delete_phase or self.model.state in (S.DELETABLE, S.DELETING)
+
+    def enter_delete_phase(self, now: datetime) -> None:
+        if not self.delete_phase:
+            self.delete_phase, self.phase_started = True, now
 
     @property
     def job_id(self) -> str:
@@ -383,7 +393,7 @@ class Engine:
                 if ready:
                     now = self.clock.now()
                     for w in ready:
-                        w.phase_started = now
+                        w.enter_delete_phase(now)
                     self._commit([self._change(w, "released", detail=f"{w.model.last_status} observed at plan")
                                   for w in ready])
                 deletes = [w for w in self._active() if not w.observe and w.state in (S.DELETABLE, S.DELETING)]
@@ -484,7 +494,7 @@ class Engine:
             t.cancel()
 
     def _deadline(self, w: Work) -> datetime:
-        phase = self.tuning.delete_timeout if w.state in (S.DELETABLE, S.DELETING) else self.tuning.stop_timeout
+        phase = self.tuning.delete_timeout if w.delete_phase else self.tuning.stop_timeout
         run_deadline = self.started + timedelta(seconds=self.tuning.timeout)
         return min(w.phase_started + timedelta(seconds=phase), run_deadline)
 
@@ -492,7 +502,7 @@ class Engine:
         changes = []
         for w in self._active():
             if now >= self._deadline(w):
-                phase = "delete" if w.state in (S.DELETABLE, S.DELETING) else "stop"
+                phase = "delete" if w.delete_phase else "stop"
                 limit = self.tuning.delete_timeout if phase == "delete" else self.tuning.stop_timeout
                 whole = self.started + timedelta(seconds=self.tuning.timeout) <= now
                 why = (f"run timeout ({self.tuning.timeout:g}s) passed" if whole
@@ -595,11 +605,12 @@ class Engine:
             w.observe = False
             if state is S.DELETABLE:
                 return [self._change(w, last_observed_at=now)]
-            w.phase_started = now
+            w.enter_delete_phase(now)
             return [self._change(w, "released", detail=f"{item.status} observed", request_id=request_id,
                                  last_observed_at=now)]
         if state is S.DELETABLE or state is S.DELETING:
-            # It was deletable and is not any more: start over from an observation.
+            # It was deletable and is not any more: start over (a new stop phase) from an observation.
+            w.delete_phase, w.phase_started = False, now
             return [self._change(w, "requeue", detail=f"status moved to {item.status}", request_id=request_id)]
         if cls is StatusClass.WAIT:
             if state is S.STOPPING:
@@ -655,7 +666,9 @@ class Engine:
             if w.state is S.STOPPING:
                 trigger, why = "resend", f"reconcile: outcome unknown, {kind} sent once more"
             elif w.state is S.RELEASING:
-                trigger, why = "stop", f"{RELEASE_FAILED}: {kind} (attempt {w.stop_attempts + 1})"
+                step = "escalating to force_terminate" if force and not w.forced else f"{kind} again"
+                trigger, why = "stop", (f"{RELEASE_FAILED} after {w.stop_attempts} terminate(s): {step} "
+                                        f"(attempt {w.stop_attempts + 1})")
             else:
                 trigger, why = "stop", f"{kind}: {w.model.last_status} must be stopped first"
             try:
