@@ -300,8 +300,10 @@ class Engine:
         for t in rows:
             if t.job_id in self.work_items and self.work_items[t.job_id].state not in TERMINAL:
                 continue
-            fresh_stop = fresh and t.state is S.PENDING and t.planned_action == Action.STOP_THEN_DELETE.value
-            fresh_delete = fresh and t.state is S.PENDING and t.planned_action == Action.DELETE.value
+            # As planned and untouched since (no stop tried, the plan's status still the last one seen).
+            untouched = fresh and t.state is S.PENDING and t.stop_attempts == 0 and t.last_status == t.plan_status
+            fresh_stop = untouched and t.planned_action == Action.STOP_THEN_DELETE.value
+            fresh_delete = untouched and t.planned_action == Action.DELETE.value
             w = Work(model=TaskModel(t.job_id, t.state, t.last_status), planned_action=t.planned_action,
                      phase_started=t.phase_started_at or now, next_check=now,
                      observe=not (fresh_stop or fresh_delete),

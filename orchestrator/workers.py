@@ -20,7 +20,7 @@ from orchestrator.config import Settings
 from orchestrator.engine import Tuning, actor_info, new_worker_id
 from orchestrator.render import counts_line
 from orchestrator.store.models import Run
-from orchestrator.store.repo import Context, Store
+from orchestrator.store.repo import Context, Event, Store
 
 if TYPE_CHECKING:
     from orchestrator.cli import App
@@ -66,6 +66,9 @@ class _Worker:
         while not stop.is_set():
             runs = [(r, self._settings_for(r)) for r in self._candidates()]
             left = [(r, s) for r, s in runs if self.store.active_count(r.id)]
+            for r, s in runs:
+                if (r, s) not in left:
+                    self._close(r, s)  # done, but whoever finished its last task died before saying so
             if not left:
                 break
             now = self.clock.now()
@@ -117,6 +120,14 @@ class _Worker:
 
         # The run's recorded tuning (lease and claim size included); flags given to this worker override it.
         return _tuning_for_run(run_settings, run.options, self.flags)
+
+    def _close(self, run: Run, run_settings: Settings) -> None:
+        summary = api.summarize(self.store, run.id)
+        ctx = Context(actor=actor_info(api.connect(run_settings, self.app.env).identity), worker=self.worker,
+                      ticket=run_settings.ticket, reason=run_settings.reason)
+        event = Event(trigger="run_finished", outcome=str(summary.exit_code), detail=f"counts={summary.counts}")
+        if self.store.finish_run(run.id, ctx, event, self.clock.now(), summary.exit_code):
+            self.summaries[run.id] = summary
 
     async def _join(self, run: Run, run_settings: Settings, stop: asyncio.Event) -> None:
         tuning = self._tuning(run, run_settings)

@@ -372,3 +372,20 @@ def test_worker_joins_an_interrupted_run_and_resume_works_on_postgresql(pg_url: 
 def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     r = cli(["--db", f"sqlite:///{tmp_path / 'x.db'}", "worker"], {})
     assert r.exit_code == 1 and "PostgreSQL" in r.stderr
+
+
+def test_worker_records_the_end_of_a_run_whose_finisher_died(pg_url: str) -> None:
+    store = Store(pg_url)
+    items = tuple(PlanItem(job_id=job_id(i), action=Action.SKIP, reason="already deleted", status="DELETED")
+                  for i in range(3))
+    plan = Plan(PROJECT, "http://127.0.0.1:9", Selection(all=True), items, NOW)
+    run_id = start_run(store, plan, ctx("gone"), Tuning(), NOW, consent="test")  # every task settled, run open
+    env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
+           "DRS_TEARDOWN_ENDPOINT": "http://127.0.0.1:9"}
+    r = cli(["--db", pg_url, "worker", "--output", "json"], env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["runs"][0]["counts"] == {"skipped": 3}
+    assert store.run(run_id).status == "finished"  # type: ignore[union-attr]
+    assert [rec.trigger for rec in store.records(run_id)][-1] == "run_finished"
+    assert store.verify(run_id).ok
+    store.close()

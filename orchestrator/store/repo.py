@@ -310,13 +310,18 @@ class Store:
     @_retrying_db
     def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> set[str]:
         """Extend our leases; returns the job ids of the active tasks we still hold."""
+        ours = (Task.run_id == run_id, Task.lease_owner == worker, Task.state.in_(ACTIVE))
         with self.session() as s:
             s.execute(update(Worker).where(Worker.id == worker).values(heartbeat_at=now))
-            result = s.execute(update(Task).where(Task.run_id == run_id, Task.lease_owner == worker,
-                                                  Task.state.in_(ACTIVE))
-                               .values(lease_expires_at=self._lease_end(now, lease)).returning(Task.job_id)
-                               .execution_options(synchronize_session=False))
-            return set(result.scalars())
+            # Rows locked right now are skipped, not waited for: our own commit holding them extends their
+            # lease itself, and a claimer holding them is taking them over. No lock-order deadlock with either.
+            locked = select(Task.id).where(*ours)
+            if self.is_postgres:
+                locked = locked.with_for_update(skip_locked=True)
+            s.execute(update(Task).where(Task.id.in_(locked.scalar_subquery()))
+                      .values(lease_expires_at=self._lease_end(now, lease))
+                      .execution_options(synchronize_session=False))
+            return set(s.execute(select(Task.job_id).where(*ours)).scalars())
 
     @_retrying_db
     def not_ours(self, run_id: str, worker: str, job_ids: Sequence[str]) -> set[str]:
