@@ -23,13 +23,16 @@ from typing import Any, TypeVar
 
 from orchestrator import __version__, faultpoints
 from orchestrator.clock import Clock
-from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest
+from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest, fault_class
 from orchestrator.drs.errors import (
     AuthFailure,
     DrsError,
     ErrorClass,
     MalformedResponse,
     OutcomeUnknown,
+    RequestRejected,
+    Throttled,
+    TransportFailure,
     classify_code,
 )
 from orchestrator.drs.models import ActionItem, StatusItem
@@ -42,7 +45,7 @@ from orchestrator.store.db import StoreError
 from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
 
 OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
-MAX_RESENDS = 3  # unknown outcomes a task may be re-sent for before it is failed
+MAX_RESENDS = 6  # unknown outcomes in a row a task may be re-sent for (after reading it) before it is failed
 MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
 # Advanced overrides of the lease defaults, read once (tests use short leases and small claims); --lease-seconds
 # and --claim-size, where given, win.
@@ -738,15 +741,13 @@ class Engine:
         if isinstance(result, BaseException):
             if not isinstance(result, DrsError):
                 raise result
-            # Unknown or failed as a whole: stay in the intent state and reconcile from an observation.
-            self.stats[f"{kind}_unknown"] += 1
-            w.observe, w.next_check = True, now + timedelta(seconds=min(self.tuning.poll_interval, 5.0))
-            return [self._change(w, error_code=result.code or type(result).__name__)]
+            return self._batch_failed(w, result, kind, now)
         item: ActionItem | None = result.items.get(w.job_id)
         rid = result.request_id
         if item is None:
             w.observe, w.next_check = True, now
             return [self._change(w, detail=f"{kind}: the answer did not list this task")]
+        w.resends = 0  # a definite answer: the unknowns in a row are over
         if item.status == "success":
             w.busy_retries = 0
             if kind == "delete":
@@ -774,6 +775,35 @@ class Engine:
             return [self._change(w, "requeue", detail=f"{message}; reading the status again",
                                  error_code=code, request_id=rid)]
         return [self._change(w, "fail", detail=message, error_code=code, request_id=rid)]
+
+
+    def _batch_failed(self, w: Work, exc: DrsError, kind: str, now: datetime) -> list[Change]:
+        """The whole batch-jobs call failed: never sent, refused for good, or sent with an unknown outcome."""
+        code = exc.code or fault_class(exc)
+        w.error_code = code
+        not_sent = isinstance(exc, TransportFailure) and not isinstance(exc, OutcomeUnknown)
+        if not_sent or isinstance(exc, Throttled):
+            # Never applied (connection refused, throttled to the end, no IAM token): observe, try again.
+            self.stats[f"{kind}_not_sent"] += 1
+            w.busy_retries += 1
+            if kind == "stop":
+                w.stop_attempts -= 1  # a terminate that never left is no attempt (escalation counts attempts)
+            w.observe, w.next_check = True, now + timedelta(seconds=self._backoff(w.busy_retries))
+            return [self._change(w, "requeue", detail=f"{kind} not sent: {exc.message}", error_code=code,
+                                 request_id=exc.request_id)]
+        if isinstance(exc, RequestRejected) and classify_code(exc.code) is ErrorClass.FATAL:
+            return [self._change(w, "fail", detail=f"{kind} refused: {exc.message}", error_code=code,
+                                 request_id=exc.request_id)]
+        # Sent, and it may have taken effect: stay in the intent; the next read decides (never blindly).
+        self.stats[f"{kind}_unknown"] += 1
+        w.observe, w.next_check = True, now + timedelta(seconds=min(self.tuning.poll_interval, 5.0))
+        change = self._change(w)
+        change.fields["error_code"] = code
+        change.event = Event(trigger="outcome_unknown", job_id=w.job_id, from_state=w.state.value,
+                             to_state=w.state.value, remote_status=w.model.last_status, error_code=code,
+                             request_ids=(exc.request_id,) if exc.request_id else (),
+                             detail=f"{kind} outcome unknown: {exc.message}; reading the status first")
+        return [change]
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
