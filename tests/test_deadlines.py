@@ -8,14 +8,23 @@ need no real-time release take part, so fake hours pass in a second.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+import pytest
+
 from orchestrator.clock import FakeClock
+from orchestrator.drs.client import DrsClient, RetryPolicy, StopRequest
+from orchestrator.drs.errors import OutcomeUnknown, TransportFailure
 from orchestrator.engine import Tuning
-from tests.kit import Teardown, add, simulator, sqlite_url, teardown
+from tests.kit import PROJECT, Teardown, add, simulator, sqlite_url, teardown
+
+JOB = "11111111-2222-4333-8444-555555555555"
 
 
 def _records(td: Teardown, job_id: str) -> list[tuple[str, str | None, str | None]]:
@@ -109,3 +118,49 @@ def test_no_force_fails_the_task_with_the_reason_instead_of_escalating(tmp_path:
     assert _calls(td, job) == ["terminate"] * attempts
     assert Counter(c["delete_type"] for c in td.sim.destructive_calls)["force_terminate"] == 0
     assert td.summary.exit_code == 3
+
+
+# -- no call waits for ever ----------------------------------------------------------------------------------
+
+
+def test_a_silent_server_cannot_hang_a_call() -> None:
+    """A server that accepts and never answers: each attempt ends at the read timeout, the attempts are
+    bounded, and a destructive call is not retried at all (its outcome is unknown)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(32)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+
+        async def both() -> None:
+            async with DrsClient(url, PROJECT, clock=FakeClock(), timeout=httpx.Timeout(0.2),
+                                 retry=RetryPolicy(attempts=3)) as client:
+                with pytest.raises(TransportFailure) as read:
+                    await client.status_chunk([JOB])
+                assert not isinstance(read.value, OutcomeUnknown)
+                with pytest.raises(OutcomeUnknown):
+                    await client.stop([StopRequest(JOB)])
+                assert client.stats["transport"] == 4  # 3 reads, 1 stop
+
+        started = time.monotonic()
+        asyncio.run(both())
+        assert time.monotonic() - started < 5
+
+
+def test_a_trickling_answer_meets_the_exchange_deadline() -> None:
+    async def trickle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)  # never in time
+        return httpx.Response(200, json={})
+
+    async def both() -> None:
+        async with DrsClient("https://drs.example.test", PROJECT, transport=httpx.MockTransport(trickle),
+                             clock=FakeClock(), exchange_deadline=0.1,
+                             retry=RetryPolicy(attempts=2)) as client:
+            with pytest.raises(TransportFailure) as read:
+                await client.status_chunk([JOB])
+            assert read.value.code == "ExchangeDeadline" and not isinstance(read.value, OutcomeUnknown)
+            with pytest.raises(OutcomeUnknown):
+                await client.stop([StopRequest(JOB)])
+
+    started = time.monotonic()
+    asyncio.run(both())
+    assert time.monotonic() - started < 2

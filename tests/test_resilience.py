@@ -234,6 +234,14 @@ def test_a_throttling_storm_slows_the_run_instead_of_amplifying() -> None:
     assert clock.monotonic() >= (40 - 5) / 5.0 * 0.9  # the run slowed to the gateway's pace
 
 
+def test_one_pacing_budget_per_process_on_real_time() -> None:
+    from orchestrator.clock import RealClock
+    from orchestrator.drs.pacing import process_pacer
+
+    assert process_pacer(RealClock(), 180) is process_pacer(RealClock(), 180)  # plan, then execute
+    assert process_pacer(FakeClock(), 180) is not process_pacer(FakeClock(), 180)  # tests stay independent
+
+
 def test_pacer_earns_its_rate_back() -> None:
     clock = FakeClock()
     pacer = Pacer(clock, rate=100)

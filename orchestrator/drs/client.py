@@ -61,6 +61,8 @@ from orchestrator.drs.pacing import Pacer
 from orchestrator.secrets import mask_headers
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# httpx's timeouts bound each network operation; this bounds a whole exchange (a server trickling bytes).
+DEFAULT_EXCHANGE_DEADLINE = 120.0
 STATUS_CHUNK = 100  # batch-status: a page holds at most 100 results
 DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
 LIST_PAGE = 100
@@ -201,6 +203,7 @@ class DrsClient:
         retry: RetryPolicy | None = None,
         recorder: Recorder | None = None,
         max_concurrency: int = 16,
+        exchange_deadline: float = DEFAULT_EXCHANGE_DEADLINE,
         language: str = "en-us",
     ) -> None:
         self.project_id = project_id
@@ -211,6 +214,7 @@ class DrsClient:
         self.recorder = recorder
         self.stats: Counter[str] = Counter()
         self._sem = asyncio.Semaphore(max_concurrency)
+        self.exchange_deadline = exchange_deadline
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             auth=auth,
@@ -243,7 +247,7 @@ class DrsClient:
         response: httpx.Response | None = None
         error_code: str | None = None
         try:
-            async with self._sem:
+            async with self._sem, asyncio.timeout(self.exchange_deadline):
                 response = await self._http.request(method, path, content=json.dumps(body).encode())
             if faultpoints.armed():
                 faultpoints.hit("after_send", _kind(api, body))
@@ -251,6 +255,13 @@ class DrsClient:
             # IAM did not issue a token, so the DRS request itself was never sent (or was refused with 401).
             error_code = "IAM"
             raise _from_auth_error(api, exc) from exc
+        except TimeoutError as exc:
+            error_code = "ExchangeDeadline"
+            self.stats["transport"] += 1
+            message = f"{api}: no complete answer within {self.exchange_deadline:g}s"
+            if destructive:
+                raise OutcomeUnknown(message, code="ExchangeDeadline", api=api) from exc
+            raise TransportFailure(message, code="ExchangeDeadline", api=api) from exc
         except httpx.TransportError as exc:
             error_code = type(exc).__name__
             iam = self._iam_failure(exc)
