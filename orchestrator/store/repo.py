@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Interval, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Integer,
+    Interval,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -184,6 +200,10 @@ class Store:
         table = Task.__table__
         with self.session() as s:
             for keys, params_list in groups.items():
+                if self.is_postgres:
+                    self._update_set(s, run_id, ctx.worker, keys, params_list, check_lease,
+                                     self._lease_end(now, lease) if check_lease and lease is not None else None)
+                    continue
                 stmt = update(table).where(table.c.run_id == bindparam("b_run"), table.c.job_id == bindparam("b_job"))
                 values = {k: bindparam(f"v_{k}") for k in keys}
                 if check_lease:
@@ -196,6 +216,29 @@ class Store:
                     raise LeaseLost(f"{len(params_list) - result.rowcount} task(s) of run {run_id} are no longer ours")
             self._append(s, run_id, ctx, [ch.event for ch in changes if ch.event is not None], now)
             self._add_exchanges(s, run_id, ctx.worker, exchanges)
+
+    @staticmethod
+    def _update_set(s: Session, run_id: str, worker: str, keys: tuple[str, ...], params_list: list[dict[str, Any]],
+                    check_lease: bool, lease_end: Any) -> None:
+        """PostgreSQL: one set-based UPDATE … FROM unnest(arrays) per group (an executemany of a hundred
+        single-row UPDATEs costs twenty times as long)."""
+        table = Task.__table__
+        rows = {p["b_job"]: p for p in params_list}  # a task twice in one commit: the last change wins
+        cols = [func.unnest(bindparam("u_job_id", list(rows), type_=ARRAY(Text()))).label("job_id")]
+        for k in keys:
+            item = _ARRAY_ITEM.get(type(table.c[k].type).__name__, Text())
+            values = [_raw(p[f"v_{k}"]) for p in rows.values()]
+            cols.append(func.unnest(bindparam(f"u_{k}", values, type_=ARRAY(item))).label(k))
+        v = select(*cols).subquery("v")
+        stmt = update(table).where(table.c.run_id == run_id, table.c.job_id == v.c.job_id)
+        if check_lease:
+            stmt = stmt.where(table.c.lease_owner == worker)
+        values: dict[str, Any] = {k: v.c[k] for k in keys}
+        if lease_end is not None:
+            values["lease_expires_at"] = lease_end
+        result = s.connection().execute(stmt.values(values))
+        if result.rowcount != len(rows):
+            raise LeaseLost(f"{len(rows) - result.rowcount} task(s) of run {run_id} are no longer ours")
 
     @staticmethod
     def _add_exchanges(s: Session, run_id: str | None, worker: str, exchanges: Sequence[Exchange]) -> None:
@@ -430,6 +473,20 @@ def _record_dict(r: AuditRecord) -> dict[str, Any]:
 def record_dict(r: AuditRecord) -> dict[str, Any]:
     """An audit record as a plain dict (chain fields and hash)."""
     return _record_dict(r)
+
+
+_ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(), "UTCDateTime": DateTime(timezone=True)}
+
+
+def _raw(value: Any) -> Any:
+    """A column value as the array element PostgreSQL gets (enums by value, datetimes in UTC)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+    return value
 
 
 def _safe_url(url: str) -> str:
