@@ -555,6 +555,11 @@ def rough_fast() -> Profile:
                                 release_seconds=(0.4, 1.5))
 
 
+# Trail records that are a retry of some kind: stops (re-terminates and escalations included), re-sends after
+# an unknown outcome, requeues (busy, not sent, moved), and the unknown outcomes themselves.
+RETRY_TRIGGERS = ("stop", "resend", "redelete", "requeue", "outcome_unknown")
+
+
 def retry_report(td: Teardown) -> dict[str, Any]:
     """What the faults cost: client retries per fault class, engine counters, the HTTP answers recorded."""
     calls = td.store.api_calls(td.run_id)
@@ -563,6 +568,8 @@ def retry_report(td: Teardown) -> dict[str, Any]:
         "engine": dict(sorted(td.summary.extra["stats"].items())),
         "http": dict(sorted(Counter(str(c.http_status) for c in calls).items())),
         "errors": dict(sorted(Counter(c.error_code for c in calls if c.error_code).items())),
+        "trail": dict(sorted(Counter(r.trigger for r in td.store.records(td.run_id)
+                                     if r.trigger in RETRY_TRIGGERS).items())),
         "calls": len(calls),
     }
 
