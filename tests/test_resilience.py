@@ -366,11 +366,72 @@ class RewriteStatus(httpx.AsyncBaseTransport):
 
 
 def _rewriting(monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[bytes], bytes]) -> None:
+    _with_transport(monkeypatch, RewriteStatus(rewrite))
+
+
+def _with_transport(monkeypatch: pytest.MonkeyPatch, transport: httpx.AsyncBaseTransport) -> None:
     def make_client(conn: api.Connection, settings: Any, clock: Any) -> DrsClient:
-        return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, clock=clock,
-                         transport=RewriteStatus(rewrite))
+        return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, clock=clock, transport=transport)
 
     monkeypatch.setattr(api, "make_client", make_client)
+
+
+class InterceptBatchJobs(httpx.AsyncBaseTransport):
+    """Real HTTP to the simulator, except the first `times` batch-jobs calls, which `answer` handles."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response], times: int) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.answer = answer
+        self.left = times
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/batch-jobs") and self.left > 0:
+            self.left -= 1
+            return self.answer(request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _refuse_connection(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def test_a_delete_that_never_left_is_requeued_not_reconciled(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection refused on every attempt of the client's retries: the engine knows nothing was sent, records
+    why, and deletes on a later round; the service saw one delete per task."""
+    clock = FakeClock()
+    attempts = RetryPolicy().attempts
+    _with_transport(monkeypatch, InterceptBatchJobs(_refuse_connection, times=attempts))
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 2, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
+        td = teardown(sim, url, sqlite_url(tmp_path), clock=clock, poll_interval=1.0)
+        calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
+    assert calls == {(j, "delete"): 1 for j in jobs}
+    for job in jobs:
+        requeued = [r for r in td.store.records(td.run_id) if r.job_id == job and r.trigger == "requeue"]
+        assert len(requeued) == 1 and requeued[0].error_code == "ConnectError"
+        assert (requeued[0].detail or "").startswith("delete not sent: batch-jobs: cannot connect")
+    assert td.summary.extra["client"]["gave_up:ConnectError"] == 1
+
+
+def test_a_batch_refused_as_a_whole_fails_its_tasks_with_the_code(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return _error(400, "DRS.M00202")
+
+    _with_transport(monkeypatch, InterceptBatchJobs(refuse, times=1))
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 2, status="INCRE_TRANSFER_STARTED")
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        assert sim.destructive_calls == []
+    assert td.outcomes == dict.fromkeys(jobs, "failed")
+    for job in td.summary.jobs:
+        assert job["reason"] == "stop refused: batch-jobs: HTTP 400 DRS.M00202 DRS.M00202 says no"
+    assert {t.error_code for t in td.store.tasks(td.run_id)} == {"DRS.M00202"}
 
 
 def _edit_item(job_id: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[bytes], bytes]:
