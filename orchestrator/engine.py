@@ -314,7 +314,7 @@ class Engine:
                      resends=t.resends, unchanged_polls=t.unchanged_polls, reason=t.reason, error_code=t.error_code)
             self.work_items[t.job_id] = w
             added += 1
-        if not self._others:
+        if not self._others and not self.shared:  # (shared runs report counts from the store)
             # Tasks already settled when we joined (skipped/blocked at plan, or done before a resume) still count.
             self._others = Counter(t.state.value for t in self.store.tasks(self.run_id)
                                    if t.job_id not in self.work_items)
