@@ -156,9 +156,10 @@ def test_sigkill_at_a_boundary_then_resume_converges(case: str, crashed: dict[st
     store = Store(db)
     (run,) = store.runs()
     assert run.finished_at is None  # killed: nothing recorded its end
-    first = Counter(r.to_state for r in store.records(run.id) if r.job_id and r.to_state)
-    # The first process died with work in flight: the intent of its boundary recorded, or stops releasing.
-    assert first[INTENT_OF.get(crash_points[0].split(":")[1], "releasing")], first
+    at_crash = Counter(t.state.value for t in store.tasks(run.id))
+    # The last process died with work in flight: tasks in the intent of its boundary, or stops releasing.
+    assert at_crash[INTENT_OF.get(crash_points[-1].split(":")[1], "releasing")], at_crash
+    crash_head = run.head_seq
 
     result = cli(["--db", db, "resume", "--output", "json"], env=_env(url))
     assert result.exit_code in (0, 3), result.output
@@ -178,6 +179,9 @@ def test_sigkill_at_a_boundary_then_resume_converges(case: str, crashed: dict[st
     # This world has no faults: no crash ever needs a destructive call repeated.
     assert max(calls.values()) == 1, {k: n for k, n in calls.items() if n > 1}
     _check_trail(store, run.id)
+    after = Counter(r.trigger for r in store.records(run.id) if r.seq > crash_head and r.job_id)
+    print(f"\n{case}: at crash {dict(sorted(at_crash.items()))}; resume {dict(sorted(after.items()))}; "
+          f"destructive calls {sum(calls.values())}, most per task and type {max(calls.values())}")
     verify = cli(["--db", db, "verify", run.id], env=_env(url))
     assert verify.exit_code == 0, verify.output
     store.close()
