@@ -29,6 +29,8 @@ class Pacer:
         self._next: dict[str, float] = defaultdict(lambda: float("-inf"))
         self._paused_until: dict[str, float] = defaultdict(lambda: float("-inf"))
         self._last_cut: dict[str, float] = defaultdict(lambda: float("-inf"))
+        self._epoch: Counter[str] = Counter()  # bumped by each throttle: slots booked before it are void
+        self.rebooked = 0
         self.waited_seconds = 0.0
         self.pauses = 0
         self.cuts: Counter[str] = Counter()
@@ -39,17 +41,24 @@ class Pacer:
 
     async def acquire(self, api: str) -> None:
         """Wait for this call's slot (GCRA: at most `burst` calls ahead of the current rate)."""
-        # No lock: nothing between reading and advancing the schedule awaits, so callers cannot interleave.
-        now = self._clock.monotonic()
-        interval = 1.0 / self._rate[api]
-        burst = self._burst if self._rate[api] >= self.max_rate else 1
-        tat = max(self._next[api], now)
-        start = max(tat - (burst - 1) * interval, self._paused_until[api], now)
-        self._next[api] = max(tat, start) + interval
-        delay = start - now
-        if delay > 0:
+        while True:
+            # No lock: nothing between reading and advancing the schedule awaits: callers cannot interleave.
+            now = self._clock.monotonic()
+            interval = 1.0 / self._rate[api]
+            burst = self._burst if self._rate[api] >= self.max_rate else 1
+            tat = max(self._next[api], now)
+            start = max(tat - (burst - 1) * interval, self._paused_until[api], now)
+            self._next[api] = max(tat, start) + interval
+            delay = start - now
+            if delay <= 0:
+                return
+            epoch = self._epoch[api]
             self.waited_seconds += delay
             await self._clock.sleep(delay)
+            if self._epoch[api] == epoch:
+                return
+            # Throttled while we waited: this slot was booked at the old pace. Book again, after the pause.
+            self.rebooked += 1
 
     def pause(self, api: str, seconds: float) -> None:
         """Hold every caller of `api` for `seconds`."""
@@ -62,6 +71,10 @@ class Pacer:
         """The gateway said slow down (429 / APIGW.0308 / DRS.M01503): pause `api`, halve its rate."""
         self.pause(api, pause)
         now = self._clock.monotonic()
+        # Slots handed out before this answer were booked too fast: void them, restart the schedule after
+        # the pause (callers already asleep on one book again when they wake).
+        self._epoch[api] += 1
+        self._next[api] = max(self._paused_until[api], now)
         if now - self._last_cut[api] >= CUT_EVERY:
             self._last_cut[api] = now
             self._rate[api] = max(self.min_rate, self._rate[api] / 2)
