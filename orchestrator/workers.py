@@ -26,8 +26,13 @@ if TYPE_CHECKING:
     from orchestrator.cli import App
 
 
-def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any], run_id: str | None) -> int:
-    """Work every unfinished run (or one run) as a worker; the exit code is the worst of the runs joined."""
+def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any], run_id: str | None, *,
+              wait_for_runs: float = 0.0) -> int:
+    """Work every unfinished run (or one run) as a worker; the exit code is the worst of the runs joined.
+
+    wait_for_runs: with nothing to do, wait up to this many seconds for a run to appear (workers started
+    alongside `run`, before it has recorded its run) instead of exiting at once.
+    """
     from orchestrator.cli import Exit, _run_async
 
     only: str | None = None
@@ -40,7 +45,7 @@ def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any],
     worker = new_worker_id()
     store.register_worker(worker, socket.gethostname(), os.getpid(), clock.now())
     app.err.print(f"worker {worker}: started")
-    pool = _Worker(app, store, settings, flags, worker, clock, only)
+    pool = _Worker(app, store, settings, flags, worker, clock, only, wait_for_runs)
     try:
         code: int = _run_async(app, pool.run)
     finally:
@@ -56,9 +61,10 @@ class _Worker:
     """One worker process's loop over the runs it may join."""
 
     def __init__(self, app: App, store: Store, settings: Settings, flags: dict[str, Any], worker: str,
-                 clock: RealClock, only: str | None) -> None:
+                 clock: RealClock, only: str | None, wait_for_runs: float = 0.0) -> None:
         self.app, self.store, self.settings, self.flags = app, store, settings, flags
         self.worker, self.clock, self.only = worker, clock, only
+        self.wait_until = clock.monotonic() + wait_for_runs
         self.summaries: dict[str, api.RunSummary] = {}
         self._skipped: set[str] = set()
 
@@ -70,7 +76,11 @@ class _Worker:
                 if (r, s) not in left:
                     self._close(r, s)  # done, but whoever finished its last task died before saying so
             if not left:
-                break
+                if self.summaries or self.clock.monotonic() >= self.wait_until:
+                    break
+                with contextlib.suppress(TimeoutError):  # nothing yet: a run may be about to be recorded
+                    await asyncio.wait_for(stop.wait(), timeout=min(0.5, self.settings.poll_interval))
+                continue
             now = self.clock.now()
             ready = [(r, s) for r, s in left if self.store.claimable_count(r.id, now)]
             if not ready:
@@ -89,10 +99,10 @@ class _Worker:
             self.summaries[run_id] = api.summarize(self.store, run_id)
         if stop.is_set():
             return api.EXIT_INTERRUPTED
-        for s in self.summaries.values():
-            self.app.err.print(f"run {s.run_id}: {counts_line(s.counts)}")
+        for summary in self.summaries.values():
+            self.app.err.print(f"run {summary.run_id}: {counts_line(summary.counts)}")
         self.app.err.print(f"worker {self.worker}: nothing left")
-        return max((s.exit_code for s in self.summaries.values()), default=api.EXIT_OK)
+        return max((summary.exit_code for summary in self.summaries.values()), default=api.EXIT_OK)
 
     def _candidates(self) -> list[Run]:
         runs = self.store.unfinished_runs()
@@ -125,7 +135,8 @@ class _Worker:
         summary = api.summarize(self.store, run.id)
         ctx = Context(actor=actor_info(api.connect(run_settings, self.app.env).identity), worker=self.worker,
                       ticket=run_settings.ticket, reason=run_settings.reason)
-        event = Event(trigger="run_finished", outcome=str(summary.exit_code), detail=f"counts={summary.counts}")
+        event = Event(trigger="run_finished", outcome=str(summary.exit_code),
+                      detail=f"counts={summary.counts}")
         if self.store.finish_run(run.id, ctx, event, self.clock.now(), summary.exit_code):
             self.summaries[run.id] = summary
 

@@ -1,12 +1,13 @@
-"""The store on a real PostgreSQL (a fresh database per test): migrations, the append-only trail, claims with
-SKIP LOCKED, leases on the database clock, takeover, LeaseLost, one chain under concurrent writers, and the CLI
-with --db postgresql+psycopg://… for every command."""
+"""The store on a real PostgreSQL (a fresh database per test): migrations, the append-only trail, claims
+with SKIP LOCKED, leases on the database clock, takeover, LeaseLost, one chain under concurrent writers, and
+the CLI with --db postgresql+psycopg://… for every command."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -67,7 +68,12 @@ def synthetic_run(store: Store, n: int = 50) -> tuple[str, list[str]]:
     return run_id, [i.job_id for i in items]
 
 
-# -- migrations and the append-only trail -------------------------------------------------------------------------
+def sim_env(url: str) -> dict[str, str]:
+    return {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
+            "DRS_TEARDOWN_ENDPOINT": url}
+
+
+# -- migrations and the append-only trail --------------------------------------------------------------------
 
 
 def test_migrations_upgrade_an_empty_database_and_agree_with_the_models(pg_url: str) -> None:
@@ -84,18 +90,20 @@ def test_migrations_upgrade_an_empty_database_and_agree_with_the_models(pg_url: 
 
 
 @pytest.mark.parametrize("table", ["audit_records", "api_calls"])
-@pytest.mark.parametrize("statement", ["UPDATE {t} SET worker = 'x'", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"])
+@pytest.mark.parametrize("statement",
+                         ["UPDATE {t} SET worker = 'x'", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"])
 def test_the_trail_is_append_only_on_postgresql(store: Store, table: str, statement: str) -> None:
     run_id, _ = synthetic_run(store, 3)
     with store.engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO api_calls (run_id, at, worker, api, method, path, duration_ms, job_ids, "
-                          f"attempt) VALUES ('{run_id}', now(), 'w', 'list', 'POST', '/', 1, '', 1)"))
+        conn.execute(text(f"INSERT INTO api_calls (run_id, at, worker, api, method, path, duration_ms, "
+                          f"job_ids, attempt) VALUES ('{run_id}', now(), 'w', 'list', 'POST', '/', 1, '', "
+                          "1)"))
     with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
         conn.execute(text(statement.format(t=table)))
     assert store.verify(run_id).ok
 
 
-# -- claims and leases --------------------------------------------------------------------------------------------
+# -- claims and leases ---------------------------------------------------------------------------------------
 
 
 def test_concurrent_claims_are_disjoint_and_in_batches(store: Store) -> None:
@@ -171,7 +179,7 @@ def test_an_intent_commit_extends_the_lease_it_checks(store: Store) -> None:
     assert before is not None and after is not None and after - before > timedelta(minutes=9)
 
 
-# -- one chain, many writers --------------------------------------------------------------------------------------
+# -- one chain, many writers ---------------------------------------------------------------------------------
 
 
 def test_the_chain_stays_one_chain_under_concurrent_writers(store: Store) -> None:
@@ -229,7 +237,7 @@ def test_a_run_is_finished_once_however_many_workers_see_it_done(store: Store) -
     assert store.verify(run_id).ok
 
 
-# -- the engine's lease paths, in process -------------------------------------------------------------------------
+# -- the engine's lease paths, in process --------------------------------------------------------------------
 
 
 class _StealingStore(Store):
@@ -244,7 +252,8 @@ class _StealingStore(Store):
             self.stolen = [t.job_id for t in rows[:5]]
             with self.session() as s:
                 s.execute(update(Task).where(Task.run_id == run_id, Task.job_id.in_(self.stolen))
-                          .values(lease_owner="thief", lease_expires_at=datetime.now(UTC) + timedelta(hours=1)))
+                          .values(lease_owner="thief",
+                                  lease_expires_at=datetime.now(UTC) + timedelta(hours=1)))
         return rows
 
 
@@ -302,19 +311,19 @@ def test_a_worker_whose_heartbeat_fails_abandons_requests_before_its_lease_could
     # blindly, and the service saw no broken rule.
     assert summary.counts == {"deleted": 6}
     assert not violations
-    # Its leases were left to run out rather than released: an abandoned request might still have been in flight.
+    # Its leases were left to run out, not released: an abandoned request might still have been in flight.
     assert {t.lease_owner for t in db.tasks(run_id)} == {"deaf"}
     assert db.verify(run_id).ok
     db.close()
 
 
-# -- the CLI with --db postgresql+psycopg://… ---------------------------------------------------------------------
+# -- the CLI with --db postgresql+psycopg://… ----------------------------------------------------------------
 
 
 def test_every_command_works_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     with simulator(profile="fast") as (sim, url):
         sim.add_jobs(12, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
-        env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url}
+        env = sim_env(url)
         db = ["--db", pg_url]
         r = cli([*db, "db", "upgrade"], env)
         assert r.exit_code == 0 and HEAD_REVISION in r.stderr
@@ -358,7 +367,7 @@ def test_worker_joins_an_interrupted_run_and_resume_works_on_postgresql(pg_url: 
 
         run_id = asyncio.run(plan_only())
         store.set_run(run_id, status="interrupted")
-        env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url}
+        env = sim_env(url)
         r = cli(["--db", pg_url, "worker", run_id, "--poll-interval", "0.05", "--output", "json"], env)
         assert r.exit_code == 0, r.output
         doc = json.loads(r.stdout)
@@ -379,7 +388,8 @@ def test_worker_records_the_end_of_a_run_whose_finisher_died(pg_url: str) -> Non
     items = tuple(PlanItem(job_id=job_id(i), action=Action.SKIP, reason="already deleted", status="DELETED")
                   for i in range(3))
     plan = Plan(PROJECT, "http://127.0.0.1:9", Selection(all=True), items, NOW)
-    run_id = start_run(store, plan, ctx("gone"), Tuning(), NOW, consent="test")  # every task settled, run open
+    # Every task settled, the run still open.
+    run_id = start_run(store, plan, ctx("gone"), Tuning(), NOW, consent="test")
     env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
            "DRS_TEARDOWN_ENDPOINT": "http://127.0.0.1:9"}
     r = cli(["--db", pg_url, "worker", "--output", "json"], env)
@@ -389,3 +399,45 @@ def test_worker_records_the_end_of_a_run_whose_finisher_died(pg_url: str) -> Non
     assert [rec.trigger for rec in store.records(run_id)][-1] == "run_finished"
     assert store.verify(run_id).ok
     store.close()
+
+
+def test_a_worker_started_before_the_run_waits_for_it(pg_url: str) -> None:
+    """Workers started alongside `run` (before it has recorded its run) wait for it rather than exit."""
+    from orchestrator.cli import App
+    from orchestrator.workers import work_runs
+
+    with simulator(profile="fast") as (sim, url):
+        sim.add_jobs(10, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
+        store = Store(pg_url)
+
+        def record_a_run_later() -> None:
+            time.sleep(1.0)
+
+            async def plan_only() -> None:
+                s = settings(url, pg_url)
+                conn = api.connect(s, {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN})
+                async with api.make_client(conn, s, RealClock()) as client:
+                    plan = await api.plan(client, Selection(all=True), url, RealClock())
+                start_run(store, plan, ctx("planner"), Tuning(poll_interval=0.05), datetime.now(UTC),
+                          consent="test")
+
+            asyncio.run(plan_only())
+
+        planner = threading.Thread(target=record_a_run_later)
+        planner.start()
+        app = App(None, pg_url, 0)
+        app.env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}
+        app.output = "json"
+        s = settings(url, pg_url, poll_interval=0.05)
+        started = time.monotonic()
+        code = work_runs(app, store, s, {}, None, wait_for_runs=30)
+        planner.join()
+        assert code == 0
+        assert 1.0 <= time.monotonic() - started < 30
+        run = store.runs()[0]
+        assert run.status == "finished" and api.summarize(store, run.id).counts == {"deleted": 10}
+        # Without the wait, a worker with nothing to do leaves at once.
+        started = time.monotonic()
+        assert work_runs(app, store, s, {}, None) == 0
+        assert time.monotonic() - started < 5
+        store.close()

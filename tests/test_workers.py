@@ -1,6 +1,7 @@
-"""Several workers on one run (real PostgreSQL, real processes, the simulator over HTTP): they share the run, one
-dies by SIGKILL midway, its tasks are taken over after their lease runs out and reconciled from their intent
-states; every task ends as policy says, no task is acted on by two workers at once, and the chain verifies."""
+"""Several workers on one run (real PostgreSQL, real processes, the simulator over HTTP): they share the run,
+one dies by SIGKILL midway, its tasks are taken over after their lease runs out and reconciled from their
+intent states; every task ends as policy says, no task is acted on by two workers at once, and the chain
+verifies."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class Proc:
 def _seed(sim: Simulator) -> None:
     sim.add_jobs(280, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
     sim.add_jobs(10, JobSpec(status="RELEASE_RESOURCE_COMPLETE", db_use_type="sync"))  # planned: delete
-    sim.add_jobs(10, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync", period_order_id="CS-1"))  # block
+    # Yearly/monthly: blocked.
+    sim.add_jobs(10, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync", period_order_id="CS-1"))
 
 
 def _start(tmp_path: Path, name: str, db: str, url: str, args: list[str], **extra_env: str) -> Proc:
@@ -198,8 +200,8 @@ def test_three_workers_share_a_run_and_one_is_killed_midway(pg_url: str, tmp_pat
         victim = procs[1]
         # Midway: once the victim has committed intents of its own (it holds tasks, some with requests out).
         _wait_for("the victim to act", lambda: _scalar(
-            pg_url, "select count(*) from audit_records where worker like :w and trigger in ('stop', 'delete')",
-            w=victim.worker_like), procs)
+            pg_url, "select count(*) from audit_records where worker like :w "
+                    "and trigger in ('stop', 'delete')", w=victim.worker_like), procs)
         time.sleep(0.2)
         active_at_kill = _scalar(pg_url, "select count(*) from tasks where state not in "
                                          "('deleted', 'skipped', 'blocked', 'failed', 'timed_out')")
