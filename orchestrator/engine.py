@@ -488,7 +488,8 @@ class Engine:
         wake = min([wake, *deadlines])
         delay = max(0.0, min((wake - now).total_seconds(), self.tuning.max_poll_interval))
         if self.shared:
-            delay = min(delay, self.tuning.lease_seconds / 3)
+            # Back in time to claim what others' leases leave behind; at once while unclaimed work remains.
+            delay = 0.0 if self._claim_more else min(delay, self.tuning.lease_seconds / 3)
         if delay <= 0:
             await asyncio.sleep(0)
             return
