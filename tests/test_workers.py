@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -183,8 +183,12 @@ def _check_run(db: str, sim: Simulator, victim: Proc, procs: list[Proc]) -> dict
                 ok["delete" if c["delete_type"] == "delete" else "stop"] += 1
         assert ok["stop"] <= 1 and ok["delete"] == 1, (job_id, got)
     assert not sim.violations, sim.violation_log[:5]
-    return {"run_id": run_id, "workers": workers, "victim": victim_id, "takeovers": len(takeovers),
-            "handed_over": handed_over, "records": len(records)}
+    figures = {"run_id": run_id, "workers": workers, "victim": victim_id, "takeovers": len(takeovers),
+               "handed_over": handed_over, "records": len(records),
+               "intents_by_worker": dict(Counter(r.worker for rs in intents.values() for r in rs)),
+               "destructive_calls": len(sim.destructive_calls)}
+    print(f"\nshared run: {figures}")
+    return figures
 
 
 def test_three_workers_share_a_run_and_one_is_killed_midway(pg_url: str, tmp_path: Path) -> None:
