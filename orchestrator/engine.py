@@ -438,14 +438,16 @@ class Engine:
             before = {j for j, w in self.work_items.items() if w.state not in TERMINAL}
             started = self.clock.monotonic()
             try:
-                held = await asyncio.to_thread(self.store.heartbeat, self.run_id, self.ctx.worker,
-                                               self.clock.now(), self._lease)
+                renewed, held = await asyncio.to_thread(self.store.heartbeat, self.run_id, self.ctx.worker,
+                                                        self.clock.now(), self._lease)
             except StoreError as exc:
                 # No renewal: sends in flight are abandoned before the lease can run out (see _send).
                 self.stats["heartbeat_failed"] += 1
                 log.warning("worker %s: lease heartbeat failed: %s", self.ctx.worker, exc)
                 continue
-            self._valid_until = max(self._valid_until, started + lease)
+            active = {j for j in before if j in self.work_items and self.work_items[j].state not in TERMINAL}
+            if active <= renewed:  # (a row our own commit had locked was skipped: wait for the next round)
+                self._valid_until = max(self._valid_until, started + lease)
             self._lost |= before - held
             self._orphans = self._orphans or bool(held - self.work_items.keys())
 

@@ -162,7 +162,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_gets_lease_lost(store:
     assert {t.job_id: t.state for t in store.tasks(run_id)}[jobs[2]] is TaskState.PENDING
     assert store.not_ours(run_id, "a", jobs) == set(jobs[:2])
     # A's heartbeat renews what it still holds and says so; held() gives A its tasks back after a LeaseLost.
-    assert store.heartbeat(run_id, "a", now, LEASE) == set(jobs[2:])
+    assert store.heartbeat(run_id, "a", now, LEASE) == (set(jobs[2:]), set(jobs[2:]))
     assert [t.job_id for t in store.held(run_id, "a", now, LEASE)] == jobs[2:]
     store.apply(run_id, ctx("a"), intents[2:], [], now, check_lease=True, lease=LEASE)
     assert store.verify(run_id).ok

@@ -357,8 +357,8 @@ class Store:
                       .execution_options(synchronize_session=False))
 
     @_retrying_db
-    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> set[str]:
-        """Extend our leases; returns the job ids of the active tasks we still hold."""
+    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> tuple[set[str], set[str]]:
+        """Extend our leases; returns (the job ids renewed, the job ids of every active task we still hold)."""
         ours = (Task.run_id == run_id, Task.lease_owner == worker, Task.state.in_(ACTIVE))
         with self.session() as s:
             s.execute(update(Worker).where(Worker.id == worker).values(heartbeat_at=now))
@@ -367,10 +367,10 @@ class Store:
             locked = select(Task.id).where(*ours)
             if self.is_postgres:
                 locked = locked.with_for_update(skip_locked=True)
-            s.execute(update(Task).where(Task.id.in_(locked.scalar_subquery()))
-                      .values(lease_expires_at=self._lease_end(now, lease))
-                      .execution_options(synchronize_session=False))
-            return set(s.execute(select(Task.job_id).where(*ours)).scalars())
+            renewed = s.execute(update(Task).where(Task.id.in_(locked.scalar_subquery()))
+                                .values(lease_expires_at=self._lease_end(now, lease)).returning(Task.job_id)
+                                .execution_options(synchronize_session=False))
+            return set(renewed.scalars()), set(s.execute(select(Task.job_id).where(*ours)).scalars())
 
     @_retrying_db
     def not_ours(self, run_id: str, worker: str, job_ids: Sequence[str]) -> set[str]:

@@ -50,8 +50,11 @@ def _recorded(db_url: str) -> bool:
         engine.dispose()
 
 
-def _measure(db_url: str, url: str, jobs_file: Path, tmp_path: Path, workers: int) -> dict[str, Any]:
+def _measure(db_url: str, url: str, jobs_file: Path, tmp_path: Path, workers: int,
+             claim_size: int | None = None) -> dict[str, Any]:
     env = _env(url)
+    if claim_size is not None:
+        env["DRS_TEARDOWN_CLAIM_SIZE"] = str(claim_size)
     base = [sys.executable, "-m", "orchestrator", "--db", db_url]
     files = []
 
@@ -137,3 +140,15 @@ def test_bench_2000_tasks_postgresql_workers(pg_url: str, tmp_path: Path, worker
     _report(f"postgresql workers={workers}", m, violations)
     assert not violations
     assert len(m["deleted_by_worker"]) <= workers
+
+
+@pytest.mark.bench
+@pytest.mark.postgres
+def test_bench_2000_tasks_postgresql_one_worker_claiming_everything(pg_url: str, tmp_path: Path) -> None:
+    """What batch claims cost a lone worker: the same run with --claim-size covering the whole run."""
+    with simulator(profile="bench", seed=11) as (sim, url):
+        ids = sim.add_jobs(N, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
+        m = _measure(pg_url, url, _jobs(tmp_path, ids), tmp_path, 1, claim_size=N)
+        violations = dict(sim.violations)
+    _report(f"postgresql workers=1 claim_size={N}", m, violations)
+    assert not violations
