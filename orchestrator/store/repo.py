@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     Interval,
     String,
+    Table,
     Text,
     any_,
     bindparam,
@@ -224,17 +225,16 @@ class Store:
                     check_lease: bool, lease_end: Any) -> None:
         """PostgreSQL: one set-based UPDATE … FROM unnest(arrays) per group (an executemany of a hundred
         single-row UPDATEs costs twenty times as long)."""
-        table = Task.__table__
+        table = cast(Table, Task.__table__)
         rows = {p["b_job"]: p for p in params_list}  # a task twice in one commit: the last change wins
         ids = bindparam("u_ids", list(rows), type_=ARRAY(String(64)))
         cols = [func.unnest(bindparam("u_job_id", list(rows), type_=ARRAY(String(64)))).label("job_id")]
         for k in keys:
             item = _ARRAY_ITEM.get(type(table.c[k].type).__name__, Text())
-            values = [_raw(p[f"v_{k}"]) for p in rows.values()]
-            cols.append(func.unnest(bindparam(f"u_{k}", values, type_=ARRAY(item))).label(k))
+            column = [_raw(p[f"v_{k}"]) for p in rows.values()]
+            cols.append(func.unnest(bindparam(f"u_{k}", column, type_=ARRAY(item))).label(k))
         v = select(*cols).subquery("v")
-        # job_id = ANY(ids) lets the (run_id, job_id) index find just these rows; without it the planner may scan
-        # every task of the run, dead row versions included, which on a busy table costs 100 ms an update.
+        # job_id = ANY(ids) narrows the scan on the (run_id, job_id) index when the planner has statistics.
         stmt = update(table).where(table.c.run_id == run_id, table.c.job_id == any_(ids),
                                    table.c.job_id == v.c.job_id)
         if check_lease:
