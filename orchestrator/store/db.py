@@ -55,7 +55,7 @@ def make_engine(url: str) -> Engine:
         raise StoreError(f"--db: not a database URL: {url!r}") from exc
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed.database)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 2})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -65,7 +65,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            # Wait briefly on a busy file; the store retries a few times, then exits 4 (about 15 s in all).
+            cur.execute("PRAGMA busy_timeout=2000")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -79,9 +80,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
-            # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan that
-            # ignores the run id and the row counts: on a busy tasks table it scans instead of probing the index
-            # (3x to 20x slower updates). Plan every statement for its actual parameters.
+            # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
+            # that ignores the run id and the row counts: on a busy tasks table it scans instead of probing
+            # the index (3x to 20x slower updates). Plan every statement for its actual parameters.
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET plan_cache_mode = force_custom_plan")
             dbapi_conn.commit()
