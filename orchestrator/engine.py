@@ -40,8 +40,8 @@ from orchestrator.drs.statuses import NOT_FOUND_CODES, RELEASE_FAILED, StatusCla
 from orchestrator.lifecycle import TERMINAL, GuardRefused, InvalidTransition, Lifecycle, Step, TaskModel
 from orchestrator.lifecycle import TaskState as S
 from orchestrator.planning import Action, Plan
-from orchestrator.store.models import Run, Task
 from orchestrator.store.db import StoreError
+from orchestrator.store.models import Run, Task
 from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
 
 OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
@@ -304,7 +304,8 @@ class Engine:
             if t.job_id in self.work_items and self.work_items[t.job_id].state not in TERMINAL:
                 continue
             # As planned and untouched since (no stop tried, the plan's status still the last one seen).
-            untouched = fresh and t.state is S.PENDING and t.stop_attempts == 0 and t.last_status == t.plan_status
+            untouched = (fresh and t.state is S.PENDING and t.stop_attempts == 0
+                         and t.last_status == t.plan_status)
             fresh_stop = untouched and t.planned_action == Action.STOP_THEN_DELETE.value
             fresh_delete = untouched and t.planned_action == Action.DELETE.value
             w = Work(model=TaskModel(t.job_id, t.state, t.last_status), planned_action=t.planned_action,

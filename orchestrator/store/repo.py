@@ -204,8 +204,8 @@ class Store:
         with self.session() as s:
             for keys, params_list in groups.items():
                 if self.is_postgres:
-                    self._update_set(s, run_id, ctx.worker, keys, params_list, check_lease,
-                                     self._lease_end(now, lease) if check_lease and lease is not None else None)
+                    lease_end = self._lease_end(now, lease) if check_lease and lease is not None else None
+                    self._update_set(s, run_id, ctx.worker, keys, params_list, check_lease, lease_end)
                     continue
                 stmt = update(table).where(table.c.run_id == bindparam("b_run"), table.c.job_id == bindparam("b_job"))
                 values = {k: bindparam(f"v_{k}") for k in keys}
@@ -221,8 +221,8 @@ class Store:
             self._add_exchanges(s, run_id, ctx.worker, exchanges)
 
     @staticmethod
-    def _update_set(s: Session, run_id: str, worker: str, keys: tuple[str, ...], params_list: list[dict[str, Any]],
-                    check_lease: bool, lease_end: Any) -> None:
+    def _update_set(s: Session, run_id: str, worker: str, keys: tuple[str, ...],
+                    params_list: list[dict[str, Any]], check_lease: bool, lease_end: Any) -> None:
         """PostgreSQL: one set-based UPDATE … FROM unnest(arrays) per group (an executemany of a hundred
         single-row UPDATEs costs twenty times as long)."""
         table = cast(Table, Task.__table__)
@@ -276,8 +276,8 @@ class Store:
     #
     # A task belongs to the worker named in lease_owner. Ownership changes only under the row's lock (claims
     # take it with FOR UPDATE SKIP LOCKED, every write by the owner re-checks lease_owner in its WHERE), so it
-    # is never ambiguous. Expiry is what lets a live worker take a dead one's tasks; on PostgreSQL it is measured
-    # on the database's clock, so workers on hosts with skewed clocks agree on when a lease has run out.
+    # is never ambiguous. Expiry is what lets a live worker take a dead one's tasks; on PostgreSQL it is
+    # measured on the database's clock, so workers on hosts with skewed clocks agree on when a lease ran out.
 
     def _db_now(self, now: datetime) -> Any:
         return func.statement_timestamp() if self.is_postgres else now
@@ -357,13 +357,14 @@ class Store:
                       .execution_options(synchronize_session=False))
 
     @_retrying_db
-    def heartbeat(self, run_id: str, worker: str, now: datetime, lease: timedelta) -> tuple[set[str], set[str]]:
-        """Extend our leases; returns (the job ids renewed, the job ids of every active task we still hold)."""
+    def heartbeat(self, run_id: str, worker: str, now: datetime,
+                  lease: timedelta) -> tuple[set[str], set[str]]:
+        """Extend our leases; returns (the job ids renewed, the job ids of all active tasks we still hold)."""
         ours = (Task.run_id == run_id, Task.lease_owner == worker, Task.state.in_(ACTIVE))
         with self.session() as s:
             s.execute(update(Worker).where(Worker.id == worker).values(heartbeat_at=now))
             # Rows locked right now are skipped, not waited for: our own commit holding them extends their
-            # lease itself, and a claimer holding them is taking them over. No lock-order deadlock with either.
+            # lease itself, and a claimer holding them is taking them over: no lock-order deadlock with either.
             locked = select(Task.id).where(*ours)
             if self.is_postgres:
                 locked = locked.with_for_update(skip_locked=True)
@@ -481,7 +482,8 @@ def record_dict(r: AuditRecord) -> dict[str, Any]:
     return _record_dict(r)
 
 
-_ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(), "UTCDateTime": DateTime(timezone=True)}
+_ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(),
+                               "UTCDateTime": DateTime(timezone=True)}
 
 
 def _raw(value: Any) -> Any:
