@@ -62,7 +62,8 @@ def tuning_from(settings: Settings) -> Tuning:
                   max_poll_interval=max(settings.poll_interval, min(60.0, settings.poll_interval * 12)),
                   stop_timeout=settings.stop_timeout, delete_timeout=settings.delete_timeout,
                   timeout=settings.timeout, force=settings.force, no_force=settings.no_force,
-                  breakpoint=settings.record_breakpoint)
+                  breakpoint=settings.record_breakpoint, claim_size=settings.claim_size,
+                  lease_seconds=settings.lease_seconds)
 
 
 @dataclass

@@ -173,6 +173,10 @@ def tuning_options(fn: F) -> F:
         click.option("--force", is_flag=True, default=None, help="force_terminate from the start"),
         click.option("--record-breakpoint", is_flag=True, default=None,
                      help="send is_show_breakpoint_position with each stop"),
+        click.option("--claim-size", type=click.IntRange(1),
+                     help="tasks a worker claims at a time on PostgreSQL (default 100)"),
+        click.option("--lease-seconds", type=click.FloatRange(1.0), hidden=True,
+                     help="a dead worker's tasks are taken over after this (default 30)"),
         click.option("--ticket", help="change ticket, recorded on every audit record"),
         click.option("--reason", help="why, recorded on every audit record"),
     ]):
@@ -497,10 +501,12 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> None:
 @click.argument("run_id", required=False)
 @connection_options
 @tuning_options
+@click.option("--wait-for-runs", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="with nothing to do, wait up to this many seconds for a run to appear")
 @output_option
 @click.pass_obj
 @handle_errors
-def worker(app: App, run_id: str | None, output: str, **kw: Any) -> None:
+def worker(app: App, run_id: str | None, output: str, wait_for_runs: float, **kw: Any) -> None:
     """Join unfinished runs as an extra worker (PostgreSQL); exits when nothing is left."""
     from orchestrator.workers import work_runs
 
@@ -510,7 +516,7 @@ def worker(app: App, run_id: str | None, output: str, **kw: Any) -> None:
     if not store.is_postgres:
         raise Exit(api.EXIT_ERROR, "worker needs a shared PostgreSQL database (--db postgresql+psycopg://...); "
                                    "on SQLite one process works a run: use `drs-teardown resume`")
-    sys.exit(work_runs(app, store, settings, flags, run_id))
+    sys.exit(work_runs(app, store, settings, flags, run_id, wait_for_runs=wait_for_runs))
 
 
 @main.command()

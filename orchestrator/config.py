@@ -22,6 +22,8 @@ ENV = {
     "region": "DRS_TEARDOWN_REGION",
     "db": "DRS_TEARDOWN_DB",
     "iam_endpoint": "DRS_TEARDOWN_IAM_ENDPOINT",
+    "claim_size": "DRS_TEARDOWN_CLAIM_SIZE",
+    "lease_seconds": "DRS_TEARDOWN_LEASE_SECONDS",
 }
 SECRET_KEYS = frozenset({"token", "iam_password", "secret_key", "security_token"})
 
@@ -45,6 +47,8 @@ class Settings(BaseModel):
     stop_timeout: float = Field(1800.0, gt=0)
     delete_timeout: float = Field(600.0, gt=0)
     timeout: float = Field(6 * 3600.0, gt=0)
+    claim_size: int = Field(100, ge=1, le=100_000)
+    lease_seconds: float = Field(30.0, gt=0)
     force: bool = False
     no_force: bool = False
     record_breakpoint: bool = False
@@ -67,7 +71,7 @@ FILE_SECTIONS = {
             "concurrency"},
     "database": {"url"},
     "run": {"batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout", "force", "no_force",
-            "record_breakpoint", "max_targets", "ticket", "reason"},
+            "record_breakpoint", "max_targets", "ticket", "reason", "claim_size", "lease_seconds"},
     "auth": {"token", "iam_user", "iam_password", "iam_domain", "iam_endpoint", "access_key", "secret_key",
              "security_token"},
 }

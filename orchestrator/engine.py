@@ -49,8 +49,8 @@ MAX_RESENDS = 6  # unknown outcomes in a row a task may be re-sent for (after re
 MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
 # Advanced overrides of the lease defaults, read once (tests use short leases and small claims); --lease-seconds
 # and --claim-size, where given, win.
-DEFAULT_LEASE_SECONDS = float(os.environ.get("DRS_TEARDOWN_LEASE_SECONDS") or 30.0)
-DEFAULT_CLAIM_SIZE = int(os.environ.get("DRS_TEARDOWN_CLAIM_SIZE") or 100)
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_CLAIM_SIZE = 100
 T = TypeVar("T")
 log = logging.getLogger("drs_teardown.engine")
 

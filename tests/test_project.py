@@ -41,7 +41,7 @@ def test_example_config_documents_every_setting_and_parses() -> None:
     text_ = path.read_text()
     for key in ("region", "project_id", "endpoint", "iam_endpoint", "ca_bundle", "insecure_http", "rate",
                 "concurrency", "url", "batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout",
-                "no_force", "force", "record_breakpoint", "max_targets", "ticket", "reason", "token", "iam_user",
+                "no_force", "force", "record_breakpoint", "max_targets", "claim_size", "lease_seconds", "ticket", "reason", "token", "iam_user",
                 "iam_domain", "iam_password", "access_key", "secret_key", "security_token"):
         assert re.search(rf"^#? ?{key} =", text_, re.M), key
 
