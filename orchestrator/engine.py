@@ -215,6 +215,11 @@ class Engine:
         self._reported_at = -1e18
         self.lease_doubt = False  # a send was abandoned: let the leases run out, do not release them
         self._total = 0
+        # _active() is asked for many times per loop; recompute it only after a transition or a (de)claim.
+        self._gen = 0
+        self._active_cache: tuple[tuple[int, int], list[Work]] | None = None
+        self._stop_td = timedelta(seconds=tuning.stop_timeout)
+        self._delete_td = timedelta(seconds=tuning.delete_timeout)
         self.abort: EngineAbort | None = None
         self._others: Counter[str] = Counter()
         client.recorder = self._record_exchange
@@ -314,11 +319,13 @@ class Engine:
                      stop_attempts=t.stop_attempts, forced=t.forced, busy_retries=t.busy_retries,
                      resends=t.resends, unchanged_polls=t.unchanged_polls, reason=t.reason, error_code=t.error_code)
             self.work_items[t.job_id] = w
+            self._gen += 1
             added += 1
         if not self._others and not self.shared:  # (shared runs report counts from the store)
             # Tasks already settled when we joined (skipped/blocked at plan, or done before a resume) still count.
-            self._others = Counter(t.state.value for t in self.store.tasks(self.run_id)
-                                   if t.job_id not in self.work_items)
+            # One aggregate query, not a load of every task row.
+            self._others = Counter(self.store.state_counts(self.run_id)) - Counter(
+                w.state.value for w in self.work_items.values())
         self._total = max(self._total, len(self.work_items) + sum(self._others.values()))
         return added
 
@@ -331,6 +338,7 @@ class Engine:
         if trigger is not None and step is None:
             step = self.lifecycle.fire(w.model, trigger)
         if step is not None:
+            self._gen += 1
             w.since = self.clock.now()
             if detail is not None:
                 w.reason = detail
@@ -345,7 +353,10 @@ class Engine:
         return Change(w.job_id, values, event)
 
     def _active(self) -> list[Work]:
-        return [w for w in self.work_items.values() if w.state not in TERMINAL]
+        key = (self._gen, len(self.work_items))
+        if self._active_cache is None or self._active_cache[0] != key:
+            self._active_cache = (key, [w for w in self.work_items.values() if w.state not in TERMINAL])
+        return self._active_cache[1]
 
     def _interval(self, w: Work) -> float:
         return min(self.tuning.max_poll_interval, self.tuning.poll_interval * (1.5 ** w.unchanged_polls))
@@ -423,6 +434,7 @@ class Engine:
                 w = self.work_items.get(job_id)
                 if w is not None and w.state not in TERMINAL:
                     del self.work_items[job_id]
+                    self._gen += 1
                     self.stats["lease_lost"] += 1
         if self._orphans:
             self._orphans = False
@@ -487,8 +499,11 @@ class Engine:
         now = self.clock.now()
         active = self._active()
         wake = min((w.next_check for w in active), default=now)
-        deadlines = [self._deadline(w) for w in active]
-        wake = min([wake, *deadlines])
+        stop_starts = [w.phase_started for w in active if not w.delete_phase]
+        delete_starts = [w.phase_started for w in active if w.delete_phase]
+        wake = min([wake, self._run_deadline(),
+                    *([min(stop_starts) + self._stop_td] if stop_starts else []),
+                    *([min(delete_starts) + self._delete_td] if delete_starts else [])])
         delay = max(0.0, min((wake - now).total_seconds(), self.tuning.max_poll_interval))
         if self.shared:
             # Back in time to claim what others' leases leave behind; at once while unclaimed work remains.
@@ -502,15 +517,19 @@ class Engine:
         for t in (sleeper, stopper):
             t.cancel()
 
+    def _run_deadline(self) -> datetime:
+        return self.started + timedelta(seconds=self.tuning.timeout)
+
     def _deadline(self, w: Work) -> datetime:
-        phase = self.tuning.delete_timeout if w.delete_phase else self.tuning.stop_timeout
-        run_deadline = self.started + timedelta(seconds=self.tuning.timeout)
-        return min(w.phase_started + timedelta(seconds=phase), run_deadline)
+        return min(w.phase_started + (self._delete_td if w.delete_phase else self._stop_td), self._run_deadline())
 
     def _enforce_deadlines(self, now: datetime) -> None:
         changes = []
-        for w in self._active():
-            if now >= self._deadline(w):
+        # One comparison per task: its phase began before these cut-offs, or the run's deadline passed.
+        whole_run = now >= self._run_deadline()
+        stop_cut, delete_cut = now - self._stop_td, now - self._delete_td
+        for w in list(self._active()):
+            if whole_run or w.phase_started <= (delete_cut if w.delete_phase else stop_cut):
                 phase = "delete" if w.delete_phase else "stop"
                 limit = self.tuning.delete_timeout if phase == "delete" else self.tuning.stop_timeout
                 whole = self.started + timedelta(seconds=self.tuning.timeout) <= now

@@ -53,7 +53,9 @@ def _measure(db_url: str, url: str, extra: list[str] | None = None) -> dict[str,
         run_created, run_finished = conn.execute(text("select created_at, finished_at from runs")).one()
         polls = [round(_ts(a) - _ts(t0), 2) for (a,) in conn.execute(
             text("select at from api_calls where api = 'batch-status' order by at")).all()]
-        print("\npolls at", polls)
+        jobs_calls = [round(_ts(a) - _ts(t0), 2) for (a,) in conn.execute(
+            text("select at from api_calls where api = 'batch-jobs' order by at")).all()]
+        print("\npolls at", polls, "\nbatch-jobs at", jobs_calls)
         triggers = {trig: (_ts(a) - _ts(t0), _ts(b) - _ts(t0)) for trig, a, b in conn.execute(
             text("select trigger, min(at), max(at) from audit_records group by trigger")).all()}
     engine.dispose()
