@@ -76,7 +76,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        # Bounded waits on a database that stops answering: connecting, and (via TCP keepalives) a dead peer.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                               connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                                             "keepalives_interval": 10, "keepalives_count": 3})
 
         @event.listens_for(engine, "connect")
         def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
