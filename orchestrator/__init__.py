@@ -5,7 +5,7 @@ The public API; everything else is an implementation module. `tests/test_project
 
 __version__ = "0.1.0"
 
-from orchestrator.api import (  # noqa: E402
+from orchestrator.api import (
     Connection,
     RunSummary,
     connect,
@@ -15,10 +15,10 @@ from orchestrator.api import (  # noqa: E402
     summarize,
     tuning_from,
 )
-from orchestrator.clock import Clock, FakeClock, RealClock  # noqa: E402
-from orchestrator.config import Settings, load_settings  # noqa: E402
-from orchestrator.drs.client import DeletePermit, DrsClient, RetryPolicy, StopRequest  # noqa: E402
-from orchestrator.drs.errors import (  # noqa: E402
+from orchestrator.clock import Clock, FakeClock, RealClock
+from orchestrator.config import Settings, load_settings
+from orchestrator.drs.client import DeletePermit, DrsClient, RetryPolicy, StopRequest
+from orchestrator.drs.errors import (
     ApiError,
     AuthFailure,
     DrsError,
@@ -29,10 +29,10 @@ from orchestrator.drs.errors import (  # noqa: E402
     Throttled,
     TransportFailure,
 )
-from orchestrator.engine import Engine, EngineAbort, Tuning, start_run  # noqa: E402
-from orchestrator.lifecycle import Lifecycle, TaskState  # noqa: E402
-from orchestrator.planning import Action, Plan, PlanItem, Selection  # noqa: E402
-from orchestrator.store.repo import Context, Store  # noqa: E402
+from orchestrator.engine import Engine, EngineAbort, Tuning, start_run
+from orchestrator.lifecycle import Lifecycle, TaskState
+from orchestrator.planning import Action, Plan, PlanItem, Selection
+from orchestrator.store.repo import Context, Store
 
 __all__ = [
     "Action",

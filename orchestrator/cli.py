@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import os
-import secrets as pysecrets
 import signal
 import socket
 import sys
@@ -641,7 +640,7 @@ def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         refuse_secret_in_argv(args)
-    except Exception as exc:  # noqa: BLE001 - the refusal's own message is the point
+    except Exception as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         sys.exit(api.EXIT_ERROR)
     main.main(args=args, prog_name="drs-teardown")

@@ -363,7 +363,7 @@ class Engine:
 
     def _backoff(self, attempts: int) -> float:
         cap = min(self.tuning.max_poll_interval, self.tuning.poll_interval * (2 ** min(attempts, 10)))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
+        return random.uniform(cap / 2, cap)
 
     # -- the loop -----------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ def _pg_available() -> str | None:
 
             with psycopg.connect(PG_ADMIN_URL.replace("+psycopg", ""), connect_timeout=3):
                 _pg_problem = ""
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available", with the reason
+        except Exception as exc:
             _pg_problem = f"PostgreSQL not reachable at 127.0.0.1:5432 ({exc.__class__.__name__}: {exc})"
     return _pg_problem or None
 

@@ -143,6 +143,7 @@ def test_plan_with_selection_and_plan_file_is_a_usage_error(sqlite_db: str, tmp_
     f.write_text("{}")
     with simulator() as (sim, url):
         r = cli(["run", "--plan", str(f), "--all", "--yes"], env_for(url, sqlite_db))
+        assert sim.requests == []
         assert r.exit_code == 1 and "--plan" in r.stderr
 
 

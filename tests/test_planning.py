@@ -75,10 +75,10 @@ def test_job_id_parsing_names_the_line() -> None:
     assert parse_job_ids([JOB, f"  {JOB}  # dup", "", "# only a comment"]) == [JOB]
     with pytest.raises(SelectionError, match="argument 2"):
         parse_job_ids([JOB, "nope"])
-    with pytest.raises(SelectionError, match="jobs.txt line 3"):
+    with pytest.raises(SelectionError, match=r"jobs\.txt line 3"):
         parse_job_ids(["# c", JOB, "x y"], source="jobs.txt")
     assert parse_tag("env=prod") == ("env", "prod")
-    with pytest.raises(SelectionError, match="KEY=VALUE"):
+    with pytest.raises(SelectionError, match=r"KEY=VALUE"):
         parse_tag("envprod")
 
 

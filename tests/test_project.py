@@ -12,7 +12,14 @@ from sqlalchemy import text
 import orchestrator
 from orchestrator.config import load_settings
 from orchestrator.lifecycle import TRANSITIONS, mermaid
-from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, head_revision, make_engine, upgrade
+from orchestrator.store.db import (
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +48,9 @@ def test_example_config_documents_every_setting_and_parses() -> None:
     text_ = path.read_text()
     for key in ("region", "project_id", "endpoint", "iam_endpoint", "ca_bundle", "insecure_http", "rate",
                 "concurrency", "url", "batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout",
-                "no_force", "force", "record_breakpoint", "max_targets", "claim_size", "lease_seconds", "ticket", "reason", "token", "iam_user",
+                "no_force", "force", "record_breakpoint", "max_targets", "claim_size", "lease_seconds",
+                "ticket", "reason",
+                "token", "iam_user",
                 "iam_domain", "iam_password", "access_key", "secret_key", "security_token"):
         assert re.search(rf"^#? ?{key} =", text_, re.M), key
 

@@ -1,6 +1,6 @@
 """Error codes the simulator emits, with their English and Chinese messages (reference/drs-api.md §10)."""
 
-# ruff: noqa: RUF001  (the zh-cn messages use full-width punctuation on purpose)
+
 from __future__ import annotations
 
 from typing import Any

@@ -49,7 +49,8 @@ def _measure(db_url: str, url: str, extra: list[str] | None = None) -> dict[str,
         t0, t1 = conn.execute(text("select min(at), max(at) from api_calls")).one()
         phases = {api: (_ts(a) - _ts(t0), _ts(b) - _ts(t0)) for api, a, b in conn.execute(
             text("select api, min(at), max(at) from api_calls group by api")).all()}
-        statuses = dict(conn.execute(text("select coalesce(http_status, -1), count(*) from api_calls group by 1")).all())
+        statuses = dict(conn.execute(
+            text("select coalesce(http_status, -1), count(*) from api_calls group by 1")).all())
         run_created, run_finished = conn.execute(text("select created_at, finished_at from runs")).one()
         polls = [round(_ts(a) - _ts(t0), 2) for (a,) in conn.execute(
             text("select at from api_calls where api = 'batch-status' order by at")).all()]
@@ -62,7 +63,8 @@ def _measure(db_url: str, url: str, extra: list[str] | None = None) -> dict[str,
     print(f"\nphases (s from the first call): {{{', '.join(f'{k}: {a:.2f}-{b:.2f}' for k, (a, b) in phases.items())}}}"
           f" http statuses {statuses}; run recorded {_ts(run_created) - _ts(t0):.2f}s, "
           f"finished {_ts(run_finished) - _ts(t0):.2f}s after the first call")
-    print(f"transitions: {{{', '.join(f'{k}: {a:.2f}-{b:.2f}' for k, (a, b) in sorted(triggers.items(), key=lambda kv: kv[1]))}}}")
+    ordered = sorted(triggers.items(), key=lambda kv: kv[1])
+    print(f"transitions: {{{', '.join(f'{k}: {a:.2f}-{b:.2f}' for k, (a, b) in ordered)}}}")
     return {"wall": wall, "calls": calls, "rss_mb": usage.ru_maxrss / 1024, "by_api": by_api,
             "api_span": (_ts(t1) - _ts(t0)) if t0 and t1 else 0.0}
 
