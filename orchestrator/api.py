@@ -18,6 +18,7 @@ from orchestrator.drs.endpoints import ConfigError, check_endpoint_url, resolve_
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import OUTCOMES, Engine, EngineAbort, Snapshot, Tuning, outcome_of
 from orchestrator.planning import Plan, Selection, make_plan
+from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Event, Store
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -53,6 +54,15 @@ def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = No
 def make_client(conn: Connection, settings: Settings, clock: Clock) -> DrsClient:
     return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, verify=conn.verify, clock=clock,
                      pacer=process_pacer(clock, settings.rate), max_concurrency=settings.concurrency)
+
+
+def settings_for_run(settings: Settings, run: Run) -> Settings:
+    """Settings to continue `run` with: its project, endpoint (unless a region is set), ticket and reason fill in
+    whatever the flags, environment and config file leave unset."""
+    return settings.model_copy(update={
+        "project_id": settings.project_id or run.project_id,
+        "endpoint": settings.endpoint or (None if settings.region else run.endpoint),
+        "ticket": settings.ticket or run.ticket, "reason": settings.reason or run.reason})
 
 
 def tuning_from(settings: Settings) -> Tuning:

@@ -481,16 +481,12 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> None:
     if settings.project_id and settings.project_id != run.project_id:
         raise Exit(api.EXIT_ERROR, f"run {run.id} is for project {run.project_id}, the settings say "
                                    f"{settings.project_id}")
-    if not settings.project_id:
-        settings = settings.model_copy(update={"project_id": run.project_id})
-    if not (settings.endpoint or settings.region):
-        settings = settings.model_copy(update={"endpoint": run.endpoint})
+    settings = api.settings_for_run(settings, run)
     if not store.is_postgres:
         _check_no_live_owner(store, run.id)
     tuning = _tuning_for_run(settings, run.options, flags)
     conn = app.connect(settings)
-    ctx = Context(actor=actor_info(conn.identity), worker=new_worker_id(), ticket=settings.ticket or run.ticket,
-                  reason=settings.reason or run.reason)
+    ctx = _context(settings, conn.identity)
     store.set_run(run.id, status="running")
     app.err.print(f"resuming run {run.id}")
     _execute(app, store, conn, settings, tuning, ctx, run.id, fresh=False)

@@ -120,10 +120,7 @@ class _Worker:
         return out
 
     def _settings_for(self, run: Run) -> Settings:
-        return self.settings.model_copy(update={
-            "project_id": self.settings.project_id or run.project_id,
-            "endpoint": self.settings.endpoint or (None if self.settings.region else run.endpoint),
-            "ticket": self.settings.ticket or run.ticket, "reason": self.settings.reason or run.reason})
+        return api.settings_for_run(self.settings, run)
 
     def _tuning(self, run: Run, run_settings: Settings) -> Tuning:
         from orchestrator.cli import _tuning_for_run
