@@ -233,6 +233,23 @@ def test_secrets_on_the_command_line_are_refused(args: list[str], needle: str) -
                           env={k: v for k, v in os.environ.items() if not k.startswith("DRS_TEARDOWN")})
     assert proc.returncode == 1
     assert needle in proc.stderr and "abc" not in proc.stderr + proc.stdout
+    assert "[auth] table" in proc.stderr  # the advice survives rendering
+
+
+def test_the_simulator_accepts_its_test_token_on_the_command_line() -> None:
+    """`simulator serve --token T` names a token the simulator accepts; it is not one of our secrets."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "simulator", "serve", "--token", "t-123"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("listening on http://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_plain_http_to_a_remote_endpoint_is_refused(sqlite_db: str) -> None:
