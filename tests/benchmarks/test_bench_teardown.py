@@ -66,6 +66,7 @@ def _measure(db_url: str, url: str, extra: list[str] | None = None) -> dict[str,
     ordered = sorted(triggers.items(), key=lambda kv: kv[1])
     print(f"transitions: {{{', '.join(f'{k}: {a:.2f}-{b:.2f}' for k, (a, b) in ordered)}}}")
     return {"wall": wall, "calls": calls, "rss_mb": usage.ru_maxrss / 1024, "by_api": by_api,
+            "teardown": _ts(run_finished) - _ts(t0),
             "api_span": (_ts(t1) - _ts(t0)) if t0 and t1 else 0.0}
 
 
@@ -86,6 +87,7 @@ def test_bench_2000_tasks_sqlite(tmp_path: Path) -> None:
         violations = dict(sim.violations)
     per_task = m["calls"] / N
     print(f"\nBENCH sqlite tasks={N} wall={m['wall']:.2f}s limit={LIMIT:.2f}s ratio={m['wall'] / LIMIT:.2f} "
+          f"teardown(first call->finished)={m['teardown']:.2f}s ratio={m['teardown'] / LIMIT:.2f} "
           f"api_span={m['api_span']:.2f}s calls={m['calls']} calls/task={per_task:.3f} by_api={m['by_api']} "
           f"peak_rss={m['rss_mb']:.0f}MB violations={violations}")
     assert not violations
