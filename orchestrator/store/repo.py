@@ -38,6 +38,51 @@ from orchestrator.store import audit
 from orchestrator.store.db import StoreError, make_engine, upgrade
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task, Worker
 
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+
+
+def _sqlite_param(value: Any) -> Any:
+    """What SQLAlchemy would bind on SQLite for our column types: UTC datetimes as its text format, enums by
+    value; the rest as is."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).strftime(SQLITE_DATETIME)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _insert_sql(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _sqlite_executemany(s: Session, sql: str, rows: list[tuple[Any, ...]]) -> Any:
+    # A commit stamps one `now` on thousands of rows: format each distinct datetime once.
+    formatted: dict[datetime, str] = {}
+    params = []
+    for row in rows:
+        out = []
+        for v in row:
+            if type(v) in _PLAIN:
+                out.append(v)
+            elif type(v) is datetime:
+                text = formatted.get(v)
+                if text is None:
+                    text = formatted[v] = _sqlite_param(v)
+                out.append(text)
+            else:
+                out.append(_sqlite_param(v))
+        params.append(tuple(out))
+    return s.connection().exec_driver_sql(sql, params)
+
 
 class LeaseLost(StoreError):
     """Another worker holds the task now (our lease expired)."""
@@ -169,8 +214,12 @@ class Store:
             }
             row["hash"] = prev = audit.record_hash(row)
             rows.append(row)
-        # Core executemany: thousands of records per commit must not cost an ORM flush each.
-        session.execute(insert(AuditRecord.__table__), rows)
+        if self.is_postgres:
+            # Core executemany: thousands of records per commit must not cost an ORM flush each.
+            session.execute(insert(AuditRecord.__table__), rows)
+        else:
+            _sqlite_executemany(session, _insert_sql("audit_records", list(rows[0])),
+                                [tuple(r.values()) for r in rows])
         run.head_seq, run.head_hash = seq, prev
 
     @_retrying_db
@@ -200,21 +249,24 @@ class Store:
             params = {f"v_{k}": v for k, v in values.items()}
             params.update(b_run=run_id, b_job=ch.job_id, b_owner=ctx.worker)
             groups.setdefault(tuple(sorted(values)), []).append(params)
-        table = Task.__table__
         with self.session() as s:
             for keys, params_list in groups.items():
                 if self.is_postgres:
                     lease_end = self._lease_end(now, lease) if check_lease and lease is not None else None
                     self._update_set(s, run_id, ctx.worker, keys, params_list, check_lease, lease_end)
                     continue
-                stmt = update(table).where(table.c.run_id == bindparam("b_run"), table.c.job_id == bindparam("b_job"))
-                values = {k: bindparam(f"v_{k}") for k in keys}
-                if check_lease:
-                    stmt = stmt.where(table.c.lease_owner == bindparam("b_owner"))
-                    if lease is not None:
-                        values["lease_expires_at"] = self._lease_end(now, lease)
-                stmt = stmt.values(values)
-                result = s.connection().execute(stmt, params_list)
+                # SQLite: plain DBAPI executemany (SQLAlchemy's per-row bind processing was the hot spot).
+                columns = list(keys)
+                extra: tuple[Any, ...] = ()
+                if check_lease and lease is not None:
+                    columns.append("lease_expires_at")
+                    extra = (self._lease_end(now, lease),)
+                where = ["run_id", "job_id", *(["lease_owner"] if check_lease else [])]
+                sql = (f"UPDATE tasks SET {', '.join(f'{_q(c)} = ?' for c in columns)} "
+                       f"WHERE {' AND '.join(f'{_q(c)} = ?' for c in where)}")
+                rows_params = [(*(p[f"v_{k}"] for k in keys), *extra, run_id, p["b_job"],
+                                *((ctx.worker,) if check_lease else ())) for p in params_list]
+                result = _sqlite_executemany(s, sql, rows_params)
                 if result.rowcount != len(params_list):
                     raise LeaseLost(f"{len(params_list) - result.rowcount} task(s) of run {run_id} are no longer ours")
             self._append(s, run_id, ctx, [ch.event for ch in changes if ch.event is not None], now)
