@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.clock import Clock, RealClock
+from orchestrator.clock import Clock
 from orchestrator.config import Settings
 from orchestrator.drs.auth import DrsAuth, resolve_credentials
 from orchestrator.drs.client import DrsClient
@@ -166,6 +166,3 @@ async def _record_end(store: Store, ctx: Context, clock: Clock, run_id: str, eng
         store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=f"{active} task(s) pending; "
                                                 "resumable with `drs-teardown resume`")], now)
 
-
-def default_clock() -> Clock:
-    return RealClock()

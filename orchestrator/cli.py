@@ -25,6 +25,7 @@ from orchestrator.drs.client import DrsClient, Exchange
 from orchestrator.drs.endpoints import ConfigError
 from orchestrator.drs.errors import DrsError
 from orchestrator.engine import EngineAbort, Tuning, actor_info, new_worker_id, start_run
+from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Plan, Selection, SelectionError, drift, load_plan, parse_job_ids, parse_tag
 from orchestrator.render import Progress, counts_line, plan_table, runs_table, summary_table
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets, refuse_secret_in_argv
@@ -450,7 +451,7 @@ def _check_no_live_owner(store: Store, run_id: str) -> None:
     """On SQLite one process works a run: refuse while its owner is alive on this host."""
     host = socket.gethostname()
     for t in store.tasks(run_id):
-        if not t.lease_owner or t.state.value in ("deleted", "skipped", "blocked", "failed", "timed_out"):
+        if not t.lease_owner or t.state in TERMINAL:
             continue
         owner_host, _, rest = t.lease_owner.partition(":")
         pid = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else -1

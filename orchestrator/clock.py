@@ -50,6 +50,3 @@ class FakeClock:
         # Still yield, so other tasks run as they would during a real sleep.
         await asyncio.sleep(0)
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -17,7 +17,7 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -150,7 +150,6 @@ class Snapshot:
     started: datetime
     now: datetime
     calls: int
-    done_recent: list[str] = field(default_factory=list)
 
 
 def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datetime, *, consent: str,
@@ -519,9 +518,6 @@ class Engine:
 
     def _run_deadline(self) -> datetime:
         return self.started + timedelta(seconds=self.tuning.timeout)
-
-    def _deadline(self, w: Work) -> datetime:
-        return min(w.phase_started + (self._delete_td if w.delete_phase else self._stop_td), self._run_deadline())
 
     def _enforce_deadlines(self, now: datetime) -> None:
         changes = []

@@ -18,7 +18,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -396,30 +395,24 @@ class DrsClient:
 
     async def batch_status(self, job_ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
         """Status of each id, ≤100 ids a call with per_page set (the default page is 5)."""
-        return await self.status_chunk(job_ids) if len(job_ids) <= STATUS_CHUNK else _merge(
-            await asyncio.gather(*(self.status_chunk(c) for c in _chunks(job_ids, STATUS_CHUNK))))
+        return _merge(await asyncio.gather(*(self.status_chunk(c) for c in _chunks(job_ids, STATUS_CHUNK))))
 
     async def status_chunk(self, ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
         """One batch-status call for ≤100 ids."""
-        ids = list(ids)
-        body = {"jobs": ids, "page_req": {"cur_page": 1, "per_page": len(ids)}}
-        response, payload = await self._call("batch-status", "POST", self._path("/batch-status"), body, ids,
-                                             accept_400_results=True)
-        parsed = _model("batch-status", BatchStatusResponse, payload)
-        _check_ids("batch-status", ids, [r.id for r in parsed.results])
-        rid = response.headers.get("X-Request-Id")
-        return {r.id: Answer(r, rid) for r in parsed.results}
+        return await self._read_page("batch-status", BatchStatusResponse, list(ids))
 
     async def batch_detail(self, job_ids: Sequence[str]) -> dict[str, Answer[JobDetail]]:
         """Details of each id, ≤10 ids a call; unknown ids come back as items with an error_code."""
-        return _merge(await asyncio.gather(*(self._detail_chunk(c) for c in _chunks(job_ids, DETAIL_CHUNK))))
+        return _merge(await asyncio.gather(
+            *(self._read_page("batch-detail", BatchDetailResponse, c) for c in _chunks(job_ids, DETAIL_CHUNK))))
 
-    async def _detail_chunk(self, ids: list[str]) -> dict[str, Answer[JobDetail]]:
+    async def _read_page(self, api: str, model: type[BatchStatusResponse] | type[BatchDetailResponse],
+                         ids: list[str]) -> dict[str, Answer[Any]]:
+        """One batch-status/batch-detail call: every id on one page (per_page set explicitly)."""
         body = {"jobs": ids, "page_req": {"cur_page": 1, "per_page": len(ids)}}
-        response, payload = await self._call("batch-detail", "POST", self._path("/batch-detail"), body, ids,
-                                             accept_400_results=True)
-        parsed = _model("batch-detail", BatchDetailResponse, payload)
-        _check_ids("batch-detail", ids, [r.id for r in parsed.results])
+        response, payload = await self._call(api, "POST", self._path(f"/{api}"), body, ids, accept_400_results=True)
+        parsed = _model(api, model, payload)
+        _check_ids(api, ids, [r.id for r in parsed.results])
         rid = response.headers.get("X-Request-Id")
         return {r.id: Answer(r, rid) for r in parsed.results}
 
@@ -523,10 +516,6 @@ def _check_ids(api: str, asked: list[str], got: list[str]) -> None:
     unexpected = set(got) - set(asked)
     if unexpected or len(got) != len(set(got)):
         raise MalformedResponse(f"{api}: response names ids that were not asked for or repeats one", api=api)
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 __all__ = [

@@ -87,7 +87,3 @@ def classify(status: str | None) -> StatusClass:
         return StatusClass.STOPPABLE
     return StatusClass.UNKNOWN
 
-
-def is_deletable(status: str | None) -> bool:
-    """True only for the three statuses in which DRS accepts delete."""
-    return status in DELETABLE

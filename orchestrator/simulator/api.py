@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .bodies import ListQuery, page_bounds, parse_batch_jobs, parse_id_batch, parse_list
@@ -18,8 +19,9 @@ def _missing(world: World, job_id: str, lang: str) -> dict[str, Any]:
     return {"id": job_id, "error_code": code, "error_message": drs_message(code, lang)}
 
 
-def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
-    """POST /jobs/batch-status: one {id, status} per id of the page; unknown ids carry an error_code."""
+def _page(world: World, data: dict[str, Any], lang: str,
+          render: Callable[[Job], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The requested page of a batch-status/batch-detail call, each known id rendered, unknown ones missing."""
     req = parse_id_batch(data)
     start, end = page_bounds(len(req.ids), req.cur_page, req.per_page)
     with world.lock:
@@ -27,7 +29,13 @@ def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
         results = []
         for job_id in req.ids[start:end]:
             job = world.get(job_id)
-            results.append({"id": job_id, "status": job.status} if job else _missing(world, job_id, lang))
+            results.append(render(job) if job else _missing(world, job_id, lang))
+    return results
+
+
+def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
+    """POST /jobs/batch-status: one {id, status} per id of the page; unknown ids carry an error_code."""
+    results = _page(world, data, lang, lambda job: {"id": job.id, "status": job.status})
     failed = any("error_code" in r for r in results)
     status = world.profile.batch_status_unknown_http_status if failed else 200
     return status, {"count": len(results), "results": results}
@@ -35,14 +43,7 @@ def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
 
 def batch_detail(world: World, data: dict[str, Any], lang: str) -> Reply:
     """POST /jobs/batch-detail: QueryJobResp per id; an unknown id makes it a 400 that still lists results."""
-    req = parse_id_batch(data)
-    start, end = page_bounds(len(req.ids), req.cur_page, req.per_page)
-    with world.lock:
-        world.settle()
-        results = []
-        for job_id in req.ids[start:end]:
-            job = world.get(job_id)
-            results.append(world.detail_of(job) if job else _missing(world, job_id, lang))
+    results = _page(world, data, lang, world.detail_of)
     failed = any("error_code" in r and r["error_code"] for r in results)
     return (400 if failed else 200), {"count": len(results), "results": results}
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.drs.client import Exchange
-from orchestrator.lifecycle import ACTIVE, Step, TaskState
+from orchestrator.lifecycle import ACTIVE, Step
 from orchestrator.store import audit
 from orchestrator.store.db import StoreError, make_engine, upgrade
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task, Worker
@@ -521,17 +521,13 @@ class Store:
         run = self.run(run_id)
         if run is None:
             raise StoreError(f"no run {run_id}")
-        rows = [_record_dict(r) for r in self.records(run_id)]
+        rows = [record_dict(r) for r in self.records(run_id)]
         return audit.verify_chain(run_id, rows, run.head_seq, run.head_hash)
-
-
-def _record_dict(r: AuditRecord) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in (*audit.CHAIN_FIELDS, "hash")}
 
 
 def record_dict(r: AuditRecord) -> dict[str, Any]:
     """An audit record as a plain dict (chain fields and hash)."""
-    return _record_dict(r)
+    return {name: getattr(r, name) for name in (*audit.CHAIN_FIELDS, "hash")}
 
 
 _ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(),
@@ -557,5 +553,3 @@ def _safe_url(url: str) -> str:
     except Exception:
         return "<database URL>"
 
-
-TERMINAL_STATES = tuple(s for s in TaskState if s not in ACTIVE)
