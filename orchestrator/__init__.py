@@ -3,7 +3,6 @@
 The public API; everything else is an implementation module. `tests/test_project.py` asserts this list.
 """
 
-__version__ = "0.1.0"
 
 from orchestrator.api import (
     Connection,
@@ -17,11 +16,13 @@ from orchestrator.api import (
 )
 from orchestrator.clock import Clock, FakeClock, RealClock
 from orchestrator.config import Settings, load_settings
-from orchestrator.drs.client import DeletePermit, DrsClient, RetryPolicy, StopRequest
-from orchestrator.drs.errors import (
+from orchestrator.drs.client import DrsClient, RetryPolicy
+from orchestrator.engine import Engine, Tuning, start_run
+from orchestrator.errors import (
     ApiError,
     AuthFailure,
     DrsError,
+    EngineAbort,
     MalformedResponse,
     OutcomeUnknown,
     RequestRejected,
@@ -29,10 +30,11 @@ from orchestrator.drs.errors import (
     Throttled,
     TransportFailure,
 )
-from orchestrator.engine import Engine, EngineAbort, Tuning, start_run
 from orchestrator.lifecycle import Lifecycle, TaskState
 from orchestrator.planning import Action, Plan, PlanItem, Selection
 from orchestrator.store.repo import Context, Store
+from orchestrator.version import __version__
+from orchestrator.wire import DeletePermit, StopRequest
 
 __all__ = [
     "Action",

@@ -14,9 +14,11 @@ from orchestrator.clock import Clock
 from orchestrator.config import Settings
 from orchestrator.drs.auth import DrsAuth, resolve_credentials
 from orchestrator.drs.client import DrsClient
-from orchestrator.drs.endpoints import ConfigError, check_endpoint_url, resolve_endpoints
+from orchestrator.drs.endpoints import check_endpoint_url, resolve_endpoints
 from orchestrator.drs.pacing import process_pacer
-from orchestrator.engine import OUTCOMES, Engine, EngineAbort, Snapshot, Tuning, outcome_of
+from orchestrator.engine import Engine, Snapshot, Tuning
+from orchestrator.errors import ConfigError, EngineAbort
+from orchestrator.lifecycle import OUTCOMES, outcome_of
 from orchestrator.planning import Plan, Selection, make_plan
 from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Event, Store

@@ -17,20 +17,19 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from orchestrator import __version__, api
+from orchestrator import api
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings, load_settings
-from orchestrator.drs.auth import CredentialError
-from orchestrator.drs.client import DrsClient, Exchange
-from orchestrator.drs.endpoints import ConfigError
-from orchestrator.drs.errors import DrsError
-from orchestrator.engine import EngineAbort, Tuning, actor_info, new_worker_id, start_run
+from orchestrator.drs.client import DrsClient
+from orchestrator.engine import Tuning, actor_info, new_worker_id, start_run
+from orchestrator.errors import ConfigError, CredentialError, DrsError, EngineAbort, SelectionError, StoreError
 from orchestrator.lifecycle import TERMINAL
-from orchestrator.planning import Plan, Selection, SelectionError, drift, load_plan, parse_job_ids, parse_tag
+from orchestrator.planning import Plan, Selection, drift, load_plan, parse_job_ids, parse_tag
 from orchestrator.render import Progress, counts_line, plan_table, runs_table, summary_table
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets, refuse_secret_in_argv
-from orchestrator.store.db import StoreError
 from orchestrator.store.repo import Context, Store
+from orchestrator.version import __version__
+from orchestrator.wire import Exchange
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.drs.endpoints import ConfigError
+from orchestrator.errors import ConfigError
+from orchestrator.secrets import SECRET_AUTH_KEYS
 from orchestrator.store.db import DEFAULT_URL
 
 DEFAULT_CONFIG = Path("drs-teardown.toml")
@@ -25,7 +26,6 @@ ENV = {
     "claim_size": "DRS_TEARDOWN_CLAIM_SIZE",
     "lease_seconds": "DRS_TEARDOWN_LEASE_SECONDS",
 }
-SECRET_KEYS = frozenset({"token", "iam_password", "secret_key", "security_token"})
 
 
 class Settings(BaseModel):
@@ -98,7 +98,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 out["db"] = value
             else:
                 out[key] = value
-    if out.get("auth") and SECRET_KEYS & out["auth"].keys():
+    if out.get("auth") and SECRET_AUTH_KEYS & out["auth"].keys():
         _check_private(path)
     return out
 

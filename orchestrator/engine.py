@@ -21,30 +21,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from orchestrator import __version__, faultpoints
+from orchestrator import faultpoints
 from orchestrator.clock import Clock
-from orchestrator.drs.client import DeletePermit, DrsClient, Exchange, StopRequest, fault_class
-from orchestrator.drs.errors import (
+from orchestrator.drs.client import DrsClient, fault_class
+from orchestrator.drs.codes import NOT_FOUND_CODES, RELEASE_FAILED, ErrorClass, StatusClass, classify, classify_code
+from orchestrator.drs.models import ActionItem, StatusItem
+from orchestrator.errors import (
     AuthFailure,
     DrsError,
-    ErrorClass,
+    EngineAbort,
+    GuardRefused,
+    InvalidTransition,
+    LeaseLost,
     MalformedResponse,
     OutcomeUnknown,
     RequestRejected,
+    StoreError,
     Throttled,
     TransportFailure,
-    classify_code,
 )
-from orchestrator.drs.models import ActionItem, StatusItem
-from orchestrator.drs.statuses import NOT_FOUND_CODES, RELEASE_FAILED, StatusClass, classify
-from orchestrator.lifecycle import TERMINAL, GuardRefused, InvalidTransition, Lifecycle, Step, TaskModel
+from orchestrator.lifecycle import TERMINAL, Lifecycle, Step, TaskModel
 from orchestrator.lifecycle import TaskState as S
 from orchestrator.planning import Action, Plan
-from orchestrator.store.db import StoreError
 from orchestrator.store.models import Run, Task
-from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
+from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.version import __version__
+from orchestrator.wire import DeletePermit, Exchange, StopRequest
 
-OUTCOMES = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
 MAX_RESENDS = 6  # unknown outcomes in a row a task may be re-sent for (after reading it) before it is failed
 MAX_REJECTIONS = 3  # DRS.M00304-style refusals before a task is failed
 # Advanced overrides of the lease defaults, read once (tests use short leases and small claims); --lease-seconds
@@ -54,13 +57,6 @@ DEFAULT_CLAIM_SIZE = 100
 T = TypeVar("T")
 log = logging.getLogger("drs_teardown.engine")
 
-
-class EngineAbort(Exception):
-    """The run cannot go on (credentials refused, ...); it stays resumable."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -96,10 +92,6 @@ def actor_info(credential: str | None) -> dict[str, Any]:
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def outcome_of(state: S) -> str:
-    return state.value if state in TERMINAL else "pending"
 
 
 @dataclass

@@ -14,8 +14,9 @@ from typing import Any
 
 from transitions import EventData, Machine, MachineError
 
-from orchestrator.drs.client import DeletePermit, issue_permit
-from orchestrator.drs.statuses import DELETABLE, RELEASE_FAILED, STOPPABLE
+from orchestrator.drs.codes import DELETABLE, RELEASE_FAILED, STOPPABLE
+from orchestrator.errors import GuardRefused, InvalidTransition
+from orchestrator.wire import DeletePermit, issue_permit
 
 
 class TaskState(enum.Enum):
@@ -37,6 +38,15 @@ S = TaskState
 TERMINAL: frozenset[TaskState] = frozenset({S.DELETED, S.SKIPPED, S.BLOCKED, S.FAILED, S.TIMED_OUT})
 ACTIVE: tuple[TaskState, ...] = tuple(s for s in TaskState if s not in TERMINAL)
 INTENTS: frozenset[TaskState] = frozenset({S.STOPPING, S.DELETING})
+
+# The one outcome vocabulary: a terminal state is its own outcome; every other state is "pending".
+OUTCOMES: tuple[str, ...] = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
+# Problems first: how reports, plans and status order their rows.
+OUTCOME_ORDER: tuple[str, ...] = ("failed", "timed_out", "blocked", "pending", "skipped", "deleted")
+
+
+def outcome_of(state: TaskState) -> str:
+    return state.value if state in TERMINAL else "pending"
 
 
 def _status_deletable(event: EventData) -> bool:
@@ -77,12 +87,6 @@ TRANSITIONS: list[dict[str, Any]] = [
 TRIGGERS: tuple[str, ...] = tuple(t["trigger"] for t in TRANSITIONS)
 
 
-class GuardRefused(Exception):
-    """A trigger's condition did not hold (for `delete`: the last observed status is not deletable)."""
-
-
-class InvalidTransition(Exception):
-    """A trigger that is not allowed from the task's current state."""
 
 
 @dataclass

@@ -14,15 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.drs.client import DrsClient
+from orchestrator.drs.codes import ALL_STATUSES, NOT_FOUND_CODES, StatusClass, classify
 from orchestrator.drs.models import DB_USE_TYPES, JobDetail
-from orchestrator.drs.statuses import ALL_STATUSES, NOT_FOUND_CODES, StatusClass, classify
+from orchestrator.errors import SelectionError
 
 JOB_ID_RE = re.compile(r"^[0-9A-Za-z]{8}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{12}$")
 PLAN_FORMAT = "drs-teardown-plan/1"
 
-
-class SelectionError(ValueError):
-    """A selection the user got wrong; the message names the input."""
 
 
 class Action(enum.Enum):

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import __version__
-from orchestrator.engine import OUTCOMES, outcome_of
-from orchestrator.lifecycle import TERMINAL
+from orchestrator.errors import StoreError
+from orchestrator.lifecycle import OUTCOME_ORDER, OUTCOMES, TERMINAL, outcome_of
 from orchestrator.store import audit
-from orchestrator.store.db import StoreError
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task
 from orchestrator.store.repo import Store, record_dict
+from orchestrator.version import __version__
 
 FORMATS: tuple[str, ...] = ("table", "json", "csv")
 ROW_FIELDS: tuple[str, ...] = (*audit.CHAIN_FIELDS, "hash")
@@ -190,7 +189,6 @@ OUTCOME_COLORS: dict[str, str] = {
     "timed_out": "#991b1b", "pending": "#7c3aed",
 }
 # Problems first: what an operator or auditor must look at.
-OUTCOME_ORDER = ("failed", "timed_out", "blocked", "pending", "skipped", "deleted")
 _RANK = {o: i for i, o in enumerate(OUTCOME_ORDER)}
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.drs.endpoints import ConfigError
+from orchestrator.errors import ConfigError
 
 MASK = "***"
 SENSITIVE_HEADERS = frozenset(

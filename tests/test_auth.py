@@ -20,15 +20,13 @@ from orchestrator.drs import signing
 from orchestrator.drs.auth import (
     UNSIGNED_HEADERS,
     AkSkAuth,
-    AuthError,
-    CredentialError,
     DrsAuth,
     IamPasswordAuth,
     TokenAuth,
     resolve_credentials,
     token_identity,
 )
-from orchestrator.drs.endpoints import ConfigError
+from orchestrator.errors import AuthError, ConfigError, CredentialError
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets
 from orchestrator.simulator import ManualClock, Simulator, load_profile
 

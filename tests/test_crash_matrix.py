@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.drs.statuses import DELETABLE
+from orchestrator.drs.codes import DELETABLE
 from orchestrator.simulator import Profile, Simulator, load_profile
 from orchestrator.store.repo import Store
 from tests.kit import PROJECT, TOKEN, add, cli, simulator

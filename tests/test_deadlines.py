@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from orchestrator.clock import FakeClock
-from orchestrator.drs.client import DrsClient, RetryPolicy, StopRequest
-from orchestrator.drs.errors import OutcomeUnknown, TransportFailure
+from orchestrator.drs.client import DrsClient, RetryPolicy
 from orchestrator.engine import Tuning
+from orchestrator.errors import OutcomeUnknown, TransportFailure
+from orchestrator.wire import StopRequest
 from tests.kit import PROJECT, Teardown, add, simulator, sqlite_url, teardown
 
 JOB = "11111111-2222-4333-8444-555555555555"

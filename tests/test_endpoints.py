@@ -6,12 +6,12 @@ import pytest
 
 from orchestrator.drs.endpoints import (
     GLOBAL_IAM_ENDPOINT,
-    ConfigError,
     Endpoints,
     check_endpoint_url,
     is_loopback_host,
     resolve_endpoints,
 )
+from orchestrator.errors import ConfigError
 
 
 def test_region_gives_drs_and_regional_iam() -> None:

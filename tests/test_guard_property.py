@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from orchestrator.clock import FakeClock
 from orchestrator.drs.client import DrsClient, RetryPolicy
+from orchestrator.drs.codes import ALL_STATUSES, DELETABLE
 from orchestrator.drs.pacing import Pacer
-from orchestrator.drs.statuses import ALL_STATUSES, DELETABLE
 from orchestrator.engine import Engine, Tuning, start_run
 from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Selection, make_plan
@@ -143,7 +143,7 @@ def test_no_delete_without_a_deletable_observation(tmp_path: Path, ids: list[str
     try:
         store, run_id, _ = asyncio.run(_run(script, _fresh_db(tmp_path)))
     except Exception as exc:  # a fault during planning aborts before anything is written: acceptable
-        from orchestrator.drs.errors import DrsError
+        from orchestrator.errors import DrsError
 
         assert isinstance(exc, DrsError), exc
         assert script.deletes == 0

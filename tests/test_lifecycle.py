@@ -7,19 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from orchestrator.drs.client import DeletePermit, DrsClient
-from orchestrator.drs.statuses import ALL_STATUSES, DELETABLE
-from orchestrator.lifecycle import (
-    TERMINAL,
-    TRANSITIONS,
-    TRIGGERS,
-    GuardRefused,
-    InvalidTransition,
-    Lifecycle,
-    TaskModel,
-    TaskState,
-    mermaid,
-)
+from orchestrator.drs.client import DrsClient
+from orchestrator.drs.codes import ALL_STATUSES, DELETABLE
+from orchestrator.errors import GuardRefused, InvalidTransition
+from orchestrator.lifecycle import TERMINAL, TRANSITIONS, TRIGGERS, Lifecycle, TaskModel, TaskState, mermaid
+from orchestrator.wire import DeletePermit
 
 LC = Lifecycle()
 STATUSES = st.sampled_from([*ALL_STATUSES, "SOMETHING_NEW", None])

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.drs.codes import ALL_STATUSES, DELETABLE, WAIT
 from orchestrator.drs.models import JobDetail
-from orchestrator.drs.statuses import ALL_STATUSES, DELETABLE, WAIT
-from orchestrator.planning import (
-    Action,
-    Plan,
-    PlanItem,
-    Selection,
-    SelectionError,
-    decide,
-    drift,
-    load_plan,
-    parse_job_ids,
-    parse_tag,
-)
+from orchestrator.errors import SelectionError
+from orchestrator.planning import Action, Plan, PlanItem, Selection, decide, drift, load_plan, parse_job_ids, parse_tag
 
 JOB = "9a470239-2308-4bb5-a6bc-1040402f0b21"
 PARENT = "11111111-2222-4333-8444-555555555555"

@@ -24,19 +24,13 @@ from sqlalchemy.exc import DBAPIError
 from orchestrator import api
 from orchestrator.clock import RealClock
 from orchestrator.engine import Engine, Tuning, actor_info, start_run
+from orchestrator.errors import LeaseLost, StoreError
 from orchestrator.lifecycle import TaskState
 from orchestrator.planning import Action, Plan, PlanItem, Selection
 from orchestrator.simulator import ApiFaults, JobSpec, load_profile
-from orchestrator.store.db import (
-    HEAD_REVISION,
-    StoreError,
-    alembic_config,
-    current_revision,
-    make_engine,
-    upgrade,
-)
+from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
 from orchestrator.store.models import Task
-from orchestrator.store.repo import Change, Context, Event, LeaseLost, Store
+from orchestrator.store.repo import Change, Context, Event, Store
 from tests.kit import PROJECT, TOKEN, cli, settings, simulator
 
 pytestmark = pytest.mark.postgres

@@ -12,14 +12,7 @@ from sqlalchemy import text
 import orchestrator
 from orchestrator.config import load_settings
 from orchestrator.lifecycle import TRANSITIONS, mermaid
-from orchestrator.store.db import (
-    HEAD_REVISION,
-    alembic_config,
-    current_revision,
-    head_revision,
-    make_engine,
-    upgrade,
-)
+from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, head_revision, make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from reportkit import Attacker, RealRun, copy_run, make_run, read_png, synthetic_run
 
+from orchestrator.errors import StoreError
 from orchestrator.report import (
     CSV_FIELDS,
     OUTCOME_COLORS,
@@ -29,7 +30,6 @@ from orchestrator.report import (
     verify_report,
 )
 from orchestrator.store import audit
-from orchestrator.store.db import StoreError
 from orchestrator.store.repo import Store
 
 CHROMIUM = Path("/usr/bin/chromium")

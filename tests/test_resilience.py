@@ -32,8 +32,11 @@ from sqlalchemy.exc import OperationalError
 from orchestrator import api
 from orchestrator.clock import FakeClock
 from orchestrator.drs.auth import IamPasswordAuth
-from orchestrator.drs.client import DrsClient, Exchange, RetryPolicy, StopRequest, issue_permit
-from orchestrator.drs.errors import (
+from orchestrator.drs.client import DrsClient, RetryPolicy
+from orchestrator.drs.codes import DELETABLE
+from orchestrator.drs.pacing import Pacer
+from orchestrator.engine import Tuning
+from orchestrator.errors import (
     AuthFailure,
     MalformedResponse,
     OutcomeUnknown,
@@ -42,11 +45,9 @@ from orchestrator.drs.errors import (
     Throttled,
     TransportFailure,
 )
-from orchestrator.drs.pacing import Pacer
-from orchestrator.drs.statuses import DELETABLE
-from orchestrator.engine import Tuning
 from orchestrator.simulator import Profile, load_profile
 from orchestrator.store.repo import Store
+from orchestrator.wire import Exchange, StopRequest, issue_permit
 from tests.kit import PROJECT, TOKEN, Teardown, add, cli, simulator, sqlite_url, teardown
 
 BASE = "https://drs.example.test"

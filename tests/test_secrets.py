@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.drs.endpoints import ConfigError
+from orchestrator.errors import ConfigError
 from orchestrator.secrets import (
     SECRET_ENV_VARS,
     SECRET_FLAG_NAMES,

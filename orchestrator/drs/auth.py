@@ -3,11 +3,7 @@
 All three work with httpx.Client and httpx.AsyncClient, and expose ``kind`` and ``identity`` (safe to log and
 store: it never contains a secret, and their ``repr`` shows only it).
 
-    ConfigError (endpoints.py, a ValueError)
-    └── CredentialError      credentials missing, ambiguous or incomplete: fix the configuration
-        └── AuthError        IAM did not issue a token; names the user and endpoint, never the password
-
-CredentialError is a ConfigError so that the one place that reports configuration problems reports these too.
+Their errors (CredentialError, AuthError) are in the one tree of `orchestrator.errors`.
 
 AK/SK signs a chosen subset of the headers sent (see ``UNSIGNED_HEADERS``): the gateway verifies over the
 headers named in ``SignedHeaders``, so any subset that is sent unchanged verifies.
@@ -27,7 +23,8 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from orchestrator.drs import signing
-from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT, ConfigError, check_endpoint_url
+from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT, check_endpoint_url
+from orchestrator.errors import AuthError, CredentialError
 from orchestrator.secrets import AUTH_ENV_VARS, mask_access_key
 
 Clock = Callable[[], datetime]
@@ -58,22 +55,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CredentialError(ConfigError):
-    """Credentials missing, ambiguous or incomplete; the message names the settings, never a secret."""
-
-
-class AuthError(CredentialError):
-    """IAM did not issue a token (refused, failed or unreachable)."""
-
-    def __init__(self, message: str, *, endpoint: str, user: str, status_code: int | None = None,
-                 request_id: str | None = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.user = user
-        self.status_code = status_code
-        self.request_id = request_id
-        # True for 5xx, 429 and connection failures: trying again later may work.
-        self.retryable = retryable
 
 
 def _check_header_value(value: str, what: str) -> str:

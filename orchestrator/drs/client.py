@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -30,20 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from orchestrator import faultpoints
 from orchestrator.clock import Clock, RealClock
-from orchestrator.drs.auth import AuthError
-from orchestrator.drs.errors import (
-    BUSY_CODES,
-    THROTTLE_CODES,
-    ApiError,
-    AuthFailure,
-    DrsError,
-    MalformedResponse,
-    OutcomeUnknown,
-    RequestRejected,
-    ServerError,
-    Throttled,
-    TransportFailure,
-)
+from orchestrator.drs.codes import BUSY_CODES, THROTTLE_CODES
 from orchestrator.drs.models import (
     DB_USE_TYPES,
     ActionItem,
@@ -57,7 +44,20 @@ from orchestrator.drs.models import (
     StatusItem,
 )
 from orchestrator.drs.pacing import Pacer
+from orchestrator.errors import (
+    ApiError,
+    AuthError,
+    AuthFailure,
+    DrsError,
+    MalformedResponse,
+    OutcomeUnknown,
+    RequestRejected,
+    ServerError,
+    Throttled,
+    TransportFailure,
+)
 from orchestrator.secrets import mask_headers
+from orchestrator.wire import DeletePermit, Exchange, Recorder, StopRequest, is_genuine
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # httpx's timeouts bound each network operation; this bounds a whole exchange (a server trickling bytes).
@@ -88,24 +88,6 @@ class ActionResults:
     http_status: int
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """One HTTP exchange as recorded: never a header value, token or body."""
-
-    api: str
-    method: str
-    path: str
-    http_status: int | None
-    request_id: str | None
-    duration_ms: float
-    job_ids: tuple[str, ...]
-    error_code: str | None
-    attempt: int
-    at: datetime
-
-
-Recorder = Callable[[Exchange], None]
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -125,29 +107,6 @@ class RetryPolicy:
             return min(retry_after, self.max_retry_after) + self.rng.uniform(0, self.base)
         return self.rng.uniform(0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
 
-
-@dataclass(frozen=True)
-class StopRequest:
-    job_id: str
-    force: bool = False
-    breakpoint: bool = False
-
-
-@dataclass(frozen=True)
-class DeletePermit:
-    """Issued only by the lifecycle guard when the freshest observed status is deletable."""
-
-    job_id: str
-    observed_status: str
-    _token: object = field(repr=False, compare=False, default=None)
-
-
-_PERMIT_TOKEN = object()
-
-
-def issue_permit(job_id: str, observed_status: str) -> DeletePermit:
-    """The one way to make a DeletePermit; called by the lifecycle guard alone."""
-    return DeletePermit(job_id, observed_status, _PERMIT_TOKEN)
 
 
 def _retry_after(response: httpx.Response, now: datetime) -> float | None:
@@ -430,7 +389,7 @@ class DrsClient:
     async def delete(self, permits: Sequence[DeletePermit]) -> ActionResults:
         """delete, one batch-jobs call; only with permits from the lifecycle guard."""
         for permit in permits:
-            if not isinstance(permit, DeletePermit) or permit._token is not _PERMIT_TOKEN:
+            if not is_genuine(permit):
                 raise TypeError("delete needs DeletePermits issued by the lifecycle guard")
         return await self._batch_jobs([{"delete_type": "delete", "job_id": p.job_id} for p in permits])
 
@@ -530,5 +489,4 @@ __all__ = [
     "RetryPolicy",
     "StopRequest",
     "fault_class",
-    "issue_permit",
 ]

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from orchestrator.errors import ConfigError
+
 GLOBAL_IAM_ENDPOINT = "https://iam.myhuaweicloud.com"
 DEFAULT_DOMAIN = "myhuaweicloud.com"
 # The European station runs on its own domain, for DRS and IAM alike (SDK drs_region / iam_region).
@@ -19,9 +21,6 @@ REGION_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 MAX_REGION_LENGTH = 64
 LOOPBACK_NAMES = frozenset({"localhost"})
 
-
-class ConfigError(ValueError):
-    """The configuration cannot work as given; the message names the setting and how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from orchestrator.drs.statuses import ALL_STATUSES
+from orchestrator.drs.codes import ALL_STATUSES
 
 from .jobs import DB_USE_TYPES
 from .world import DELETE_TYPES

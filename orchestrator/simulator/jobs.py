@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from orchestrator.drs.statuses import ALL_STATUSES, DELETABLE, RELEASE_FAILED, STOPPABLE, WAIT
+from orchestrator.drs.codes import ALL_STATUSES, DELETABLE, RELEASE_FAILED, STOPPABLE, WAIT
 
 DB_USE_TYPES: tuple[str, ...] = ("migration", "sync", "cloudDataGuard")
 CHINA_TZ = timezone(timedelta(hours=8))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.drs.statuses import DELETABLE, RELEASE_FAILED, STOPPABLE, WAIT
+from orchestrator.drs.codes import DELETABLE, RELEASE_FAILED, STOPPABLE, WAIT
 
 from .clock import Clock
 from .jobs import Job, JobSpec, Kind, detail, list_row

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from orchestrator.errors import StoreError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -19,9 +21,6 @@ DEFAULT_URL = "sqlite:///./drs-teardown.db"
 # Alembic (half a second) when the database is already current.
 HEAD_REVISION = "0001"
 
-
-class StoreError(Exception):
-    """The database could not be opened, migrated or written (exit code 4)."""
 
 
 def normalise_url(url: str) -> str:

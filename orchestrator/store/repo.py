@@ -32,11 +32,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.drs.client import Exchange
-from orchestrator.lifecycle import ACTIVE, Step
+from orchestrator.errors import LeaseLost, StoreError
+from orchestrator.lifecycle import ACTIVE, TERMINAL, Step, outcome_of
 from orchestrator.store import audit
-from orchestrator.store.db import StoreError, make_engine, upgrade
+from orchestrator.store.db import make_engine, upgrade
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task, Worker
+from orchestrator.wire import Exchange
 
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
 
@@ -84,9 +85,6 @@ def _sqlite_executemany(s: Session, sql: str, rows: list[tuple[Any, ...]]) -> An
     return s.connection().exec_driver_sql(sql, params)
 
 
-class LeaseLost(StoreError):
-    """Another worker holds the task now (our lease expired)."""
-
 
 @dataclass(frozen=True)
 class Event:
@@ -105,14 +103,12 @@ class Event:
     @classmethod
     def of(cls, step: Step, **kw: Any) -> Event:
         outcome = kw.pop("outcome", None)
-        if outcome is None and step.dest.value in OUTCOME_OF_STATE:
-            outcome = OUTCOME_OF_STATE[step.dest.value]
+        if outcome is None and step.dest in TERMINAL:
+            outcome = outcome_of(step.dest)
         return cls(trigger=step.trigger, job_id=step.job_id, from_state=step.source.value,
                    to_state=step.dest.value, remote_status=step.remote_status, outcome=outcome, **kw)
 
 
-OUTCOME_OF_STATE = {"deleted": "deleted", "skipped": "skipped", "blocked": "blocked", "failed": "failed",
-                    "timed_out": "timed_out"}
 
 
 @dataclass

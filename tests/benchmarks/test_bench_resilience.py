@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.drs.statuses import DELETABLE
+from orchestrator.drs.codes import DELETABLE
 from orchestrator.simulator import Profile, load_profile
 from tests.kit import simulator, sqlite_url, teardown
 from tests.test_resilience import retry_report

@@ -52,7 +52,7 @@ def test_terminate_releases_after_a_jittered_duration(make_sim: SimFactory, cloc
 
 
 def test_every_stoppable_status_accepts_terminate(make_sim: SimFactory, clock: ManualClock) -> None:
-    from orchestrator.drs.statuses import STOPPABLE
+    from orchestrator.drs.codes import STOPPABLE
 
     sim, api = make_sim()
     plain = sorted(s for s in STOPPABLE if not s.startswith("CHILD_"))

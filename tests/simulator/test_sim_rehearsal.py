@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.drs.statuses import DELETABLE, RELEASE_FAILED, STOPPABLE
+from orchestrator.drs.codes import DELETABLE, RELEASE_FAILED, STOPPABLE
 from orchestrator.simulator import ApiFaults, ManualClock, Simulator, load_profile
 
 from .conftest import PROJECT, SimFactory

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.drs.statuses import ALL_STATUSES, WAIT
+from orchestrator.drs.codes import ALL_STATUSES, WAIT
 from orchestrator.simulator import JobSpec, ManualClock, Simulator, load_profile
 
 

@@ -1,4 +1,5 @@
-"""The 29 DRS v3 task statuses and the teardown classes they fall into (reference/drs-api.md §8)."""
+"""What the service's words mean for teardown: the 29 task statuses (reference/drs-api.md §8) and the error codes
+(§10), each mapped to the class the engine decides on. The one classifier of both."""
 
 from __future__ import annotations
 
@@ -87,3 +88,30 @@ def classify(status: str | None) -> StatusClass:
         return StatusClass.STOPPABLE
     return StatusClass.UNKNOWN
 
+
+
+BUSY_CODES = frozenset({"DRS.M01504"})
+THROTTLE_CODES = frozenset({"APIGW.0308", "DRS.M01503"})
+CHILD_CODES = frozenset({"DRS.M00308"})
+STATUS_REFUSED_CODES = frozenset({"DRS.M00304"})  # "cannot be called in the current task status"
+INVALID_PARAMETER_CODES = frozenset({"DRS.M00202"})
+
+
+class ErrorClass(enum.Enum):
+    """How the engine treats a per-item or whole-request error."""
+
+    RETRYABLE = "retryable"  # try the same thing again after a pause
+    BUSY = "busy"  # the task is mid-operation: try again later
+    GONE = "gone"  # the task does not exist (any more)
+    FATAL = "fatal"  # will not succeed as is
+
+
+def classify_code(code: str | None) -> ErrorClass:
+    """Classify a DRS/APIGW error code."""
+    if code in BUSY_CODES:
+        return ErrorClass.BUSY
+    if code in THROTTLE_CODES:
+        return ErrorClass.RETRYABLE
+    if code in NOT_FOUND_CODES:
+        return ErrorClass.GONE
+    return ErrorClass.FATAL
