@@ -17,13 +17,13 @@ from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import check_endpoint_url, resolve_endpoints
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Snapshot, Tuning
-from orchestrator.errors import ConfigError, EngineAbort
-from orchestrator.lifecycle import OUTCOMES, outcome_of
+from orchestrator.errors import (
+    ConfigError,
+)
+from orchestrator.lifecycle import OUTCOMES, exit_code_for, outcome_of
 from orchestrator.planning import Plan, Selection, make_plan
 from orchestrator.store.models import Run
-from orchestrator.store.repo import Context, Event, Store
-
-EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+from orchestrator.store.repo import Context, Store
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,6 @@ class RunSummary:
         return {"run_id": self.run_id, "exit_code": self.exit_code, "counts": self.counts, "jobs": self.jobs}
 
 
-def exit_code_for(counts: Mapping[str, int]) -> int:
-    if counts.get("pending"):
-        return EXIT_INTERRUPTED
-    if counts.get("blocked") or counts.get("failed") or counts.get("timed_out"):
-        return EXIT_INCOMPLETE
-    return EXIT_OK
-
-
 def summarize(store: Store, run_id: str) -> RunSummary:
     jobs = []
     counts: Counter[str] = Counter()
@@ -120,51 +112,10 @@ async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning,
                   fresh: bool = False, wait_for_all: bool = True,
                   progress: Callable[[Snapshot], None] | None = None,
                   stop_event: asyncio.Event | None = None) -> RunSummary:
-    """Work the run until done, interrupted or aborted, then record how it ended."""
-    stop_event = stop_event or asyncio.Event()
+    """Work the run until done, interrupted or aborted (the engine records how it ended), then summarise."""
     engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
-                    stop_event=stop_event)
-    aborted: EngineAbort | None = None
-    try:
-        await engine.work()
-        # Shared runs: other workers may still hold tasks; wait (bounded by the run deadline) and take over
-        # any whose lease expires.
-        while wait_for_all and engine.shared and not stop_event.is_set() and store.active_count(run_id):
-            deadline = engine.started.timestamp() + tuning.timeout
-            if clock.now().timestamp() >= deadline:
-                break
-            await clock.sleep(min(tuning.lease_seconds / 3, tuning.poll_interval))
-            await engine.work()
-    except EngineAbort as exc:
-        aborted = exc
-    finally:
-        await _record_end(store, ctx, clock, run_id, engine, interrupted=stop_event.is_set() or aborted is not None)
-    if aborted is not None:
-        raise aborted
+                    stop_event=stop_event or asyncio.Event())
+    await engine.run(wait_for_all=wait_for_all)
     summary = summarize(store, run_id)
     summary.extra = {"api_calls": engine.calls, "stats": dict(engine.stats), "client": dict(client.stats)}
     return summary
-
-
-async def _record_end(store: Store, ctx: Context, clock: Clock, run_id: str, engine: Engine, *,
-                      interrupted: bool) -> None:
-    if engine.exchanges:
-        store.record_exchanges(run_id, ctx.worker, engine.exchanges)
-        engine.exchanges = []
-    if engine.shared and not engine.lease_doubt:
-        # Let the others take our tasks over now rather than when the leases run out. Not after an abandoned
-        # request: it may still land, so its task waits out the lease before anyone else reads and acts on it.
-        store.release(run_id, ctx.worker)
-    now = clock.now()
-    active = store.active_count(run_id)
-    summary = summarize(store, run_id)
-    if active == 0:
-        # With several workers the first to see the run done records it, once (under the run row's lock).
-        store.finish_run(run_id, ctx, Event(trigger="run_finished", outcome=str(summary.exit_code),
-                                            detail=f"counts={summary.counts}"), now, summary.exit_code)
-    elif interrupted and (not engine.shared or store.claimable_count(run_id, now) == active):
-        # (Shared: only when no other live worker is still on the run.)
-        store.set_run(run_id, status="interrupted")
-        store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=f"{active} task(s) pending; "
-                                                "resumable with `drs-teardown resume`")], now)
-

@@ -22,7 +22,19 @@ from orchestrator.clock import RealClock
 from orchestrator.config import Settings, load_settings
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine import Tuning, actor_info, new_worker_id, start_run
-from orchestrator.errors import ConfigError, CredentialError, DrsError, EngineAbort, SelectionError, StoreError
+from orchestrator.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STORE,
+    ConfigError,
+    CredentialError,
+    DrsError,
+    EngineAbort,
+    SelectionError,
+    StoreError,
+)
 from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Plan, Selection, drift, load_plan, parse_job_ids, parse_tag
 from orchestrator.render import Progress, counts_line, plan_table, runs_table, summary_table
@@ -110,15 +122,15 @@ def handle_errors(fn: F) -> F:
         except Exit as exc:
             _fail(app, exc.code, exc.message, emitted=exc.emitted)
         except (ConfigError, CredentialError, SelectionError) as exc:
-            _fail(app, api.EXIT_ERROR, str(exc))
+            _fail(app, EXIT_ERROR, str(exc))
         except StoreError as exc:
-            _fail(app, api.EXIT_STORE, f"store: {exc}")
+            _fail(app, EXIT_STORE, f"store: {exc}")
         except EngineAbort as exc:
             _fail(app, exc.exit_code, f"{exc} (the run is resumable: drs-teardown resume)")
         except DrsError as exc:
-            _fail(app, api.EXIT_ERROR, f"DRS: {exc.message}")
+            _fail(app, EXIT_ERROR, f"DRS: {exc.message}")
         except KeyboardInterrupt:
-            _fail(app, api.EXIT_INTERRUPTED, "interrupted")
+            _fail(app, EXIT_INTERRUPTED, "interrupted")
 
     return wrapper  # type: ignore[return-value]
 
@@ -257,7 +269,7 @@ def _finish(app: App, summary: api.RunSummary) -> NoReturn:
         app.err.print(summary_table(summary.jobs))
         app.err.print(counts_line(summary.counts))
         app.err.print(f"run {summary.run_id}: exit {summary.exit_code}")
-        if summary.exit_code == api.EXIT_INTERRUPTED:
+        if summary.exit_code == EXIT_INTERRUPTED:
             app.err.print(f"interrupted: continue with `drs-teardown resume {summary.run_id}`")
     sys.exit(summary.exit_code)
 
@@ -329,7 +341,7 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, **kw: 
 
 def _check_max_targets(settings: Settings, the_plan: Plan, *, emitted: bool = False) -> None:
     if settings.max_targets is not None and len(the_plan.items) > settings.max_targets:
-        raise Exit(api.EXIT_REFUSED, f"refused: {len(the_plan.items)} tasks selected, more than --max-targets "
+        raise Exit(EXIT_REFUSED, f"refused: {len(the_plan.items)} tasks selected, more than --max-targets "
                                      f"{settings.max_targets}; nothing was sent", emitted=emitted)
 
 
@@ -351,11 +363,11 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
     if plan_file:
         if sel_args["job_ids"] or sel_args["jobs_file"] or sel_args["select_all"] or any(
                 sel_args[k] for k in ("name_glob", "status", "db_use_type", "engine_type", "tags")):
-            raise Exit(api.EXIT_ERROR, "--plan takes its selection from the plan file: give no ids or filters")
+            raise Exit(EXIT_ERROR, "--plan takes its selection from the plan file: give no ids or filters")
         try:
             reviewed = load_plan(json.loads(Path(plan_file).read_text(encoding="utf-8")), plan_file)
         except json.JSONDecodeError as exc:
-            raise Exit(api.EXIT_ERROR, f"--plan {plan_file}: not JSON ({exc})") from exc
+            raise Exit(EXIT_ERROR, f"--plan {plan_file}: not JSON ({exc})") from exc
         selection = reviewed.selection
     else:
         selection = _selection(*sel_args.values())
@@ -372,7 +384,7 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
             the_plan = await api.plan(client, selection, conn.endpoint, clock)
         if stop.is_set():
             # A signal while planning must not be swallowed by the run that would follow.
-            raise Exit(api.EXIT_INTERRUPTED, "interrupted while planning: no run started, nothing was sent")
+            raise Exit(EXIT_INTERRUPTED, "interrupted while planning: no run started, nothing was sent")
         return the_plan
 
     live = _run_async(app, plan_live)
@@ -382,7 +394,7 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
         if problems:
             for p in problems[:50]:
                 app.err.print(f"  drift: {p}")
-            raise Exit(api.EXIT_REFUSED, f"refused: the live state drifted from the reviewed plan {plan_file} "
+            raise Exit(EXIT_REFUSED, f"refused: the live state drifted from the reviewed plan {plan_file} "
                                          f"({len(problems)} difference(s)); nothing was sent. Plan again.")
     consent = _consent(app, live, yes=yes, reviewed=reviewed is not None)
     ctx = _context(settings, conn.identity)
@@ -405,11 +417,11 @@ def _consent(app: App, the_plan: Plan, *, yes: bool, reviewed: bool) -> str:
                              f"({the_plan.project_id}) to confirm", default="", show_default=False, err=True)
         if typed.strip() == the_plan.project_id:
             return "typed-project-id" + ("+plan-file" if reviewed else "")
-        raise Exit(api.EXIT_REFUSED, "refused: the project id did not match; nothing was sent")
+        raise Exit(EXIT_REFUSED, "refused: the project id did not match; nothing was sent")
     message = "dry run: nothing was sent. Pass --yes to execute (or confirm at a terminal)."
     if app.output == "json":
-        app.emit({**the_plan.to_json(), "dry_run": True, "exit_code": api.EXIT_REFUSED, "message": message})
-    raise Exit(api.EXIT_REFUSED, message, emitted=app.output == "json")
+        app.emit({**the_plan.to_json(), "dry_run": True, "exit_code": EXIT_REFUSED, "message": message})
+    raise Exit(EXIT_REFUSED, message, emitted=app.output == "json")
 
 
 def _execute(app: App, store: Store, conn: api.Connection, settings: Settings, tuning: Tuning, ctx: Context,
@@ -438,11 +450,11 @@ def _pick_run(store: Store, run_id: str | None) -> Any:
     if run_id:
         run = store.find_run(run_id)
         if run is None:
-            raise Exit(api.EXIT_ERROR, f"no run {run_id!r} in {store.url} (see `drs-teardown status`)")
+            raise Exit(EXIT_ERROR, f"no run {run_id!r} in {store.url} (see `drs-teardown status`)")
         return run
     unfinished = store.unfinished_runs()
     if not unfinished:
-        raise Exit(api.EXIT_OK, "nothing to resume: every run is finished")
+        raise Exit(EXIT_OK, "nothing to resume: every run is finished")
     return unfinished[0]
 
 
@@ -459,7 +471,7 @@ def _check_no_live_owner(store: Store, run_id: str) -> None:
                 os.kill(pid, 0)
             except (ProcessLookupError, PermissionError):
                 continue
-            raise Exit(api.EXIT_ERROR, f"run {run_id} is being worked by process {pid} on this host; "
+            raise Exit(EXIT_ERROR, f"run {run_id} is being worked by process {pid} on this host; "
                                        "wait for it or stop it first")
 
 
@@ -479,7 +491,7 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> None:
     if run.status == "finished":
         _finish(app, api.summarize(store, run.id))
     if settings.project_id and settings.project_id != run.project_id:
-        raise Exit(api.EXIT_ERROR, f"run {run.id} is for project {run.project_id}, the settings say "
+        raise Exit(EXIT_ERROR, f"run {run.id} is for project {run.project_id}, the settings say "
                                    f"{settings.project_id}")
     settings = api.settings_for_run(settings, run)
     if not store.is_postgres:
@@ -509,7 +521,7 @@ def worker(app: App, run_id: str | None, output: str, wait_for_runs: float, **kw
     settings = app.settings(**flags)
     store = app.store(settings)
     if not store.is_postgres:
-        raise Exit(api.EXIT_ERROR, "worker needs a shared PostgreSQL database (--db postgresql+psycopg://...); "
+        raise Exit(EXIT_ERROR, "worker needs a shared PostgreSQL database (--db postgresql+psycopg://...); "
                                    "on SQLite one process works a run: use `drs-teardown resume`")
     sys.exit(work_runs(app, store, settings, flags, run_id, wait_for_runs=wait_for_runs))
 
@@ -566,7 +578,7 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
     """Recompute the audit hash chain; exit 4 on any tampering, naming the first broken record."""
     store = app.store(app.settings())
     if expect_head and not run_id:
-        raise Exit(api.EXIT_ERROR, "--expect-head needs a RUN_ID")
+        raise Exit(EXIT_ERROR, "--expect-head needs a RUN_ID")
     runs = [_pick_run(store, run_id)] if run_id else store.runs(limit=10_000)
     results = [store.verify(r.id) for r in runs]
     head_ok = expect_head is None or (len(results) == 1 and results[0].head_hash == expect_head.lower())
@@ -586,7 +598,7 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
         if not results:
             app.err.print("no runs to verify")
     if not all(v.ok for v in results) or not head_ok:
-        sys.exit(api.EXIT_STORE)
+        sys.exit(EXIT_STORE)
 
 
 @main.command()
@@ -653,7 +665,7 @@ def entry(argv: list[str] | None = None) -> None:
             refuse_secret_in_argv(args)
         except Exception as exc:
             Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {_escape(str(exc))}")
-            sys.exit(api.EXIT_ERROR)
+            sys.exit(EXIT_ERROR)
     main.main(args=args, prog_name="drs-teardown")
 
 

@@ -10,6 +10,7 @@ from orchestrator import api
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import actor_info, new_worker_id, start_run
+from orchestrator.errors import EXIT_ERROR, EXIT_OK
 from orchestrator.planning import Action, Selection
 from orchestrator.render import counts_line, plan_table, summary_table
 from orchestrator.simulator import Simulator
@@ -79,7 +80,7 @@ def run_demo(app: App, settings: Settings, *, n_jobs: int, seed: int, profile: s
                           f"are blocked untouched. Explore: drs-teardown status {run_id[:8]} · "
                           f"audit {run_id[:8]} · verify · report {run_id[:8]} --html report.html")
     store.close()
-    return api.EXIT_OK if not problems else api.EXIT_ERROR
+    return EXIT_OK if not problems else EXIT_ERROR
 
 
 def _check(store: Store, sim: Simulator, summary: api.RunSummary, planned: dict[str, str]) -> list[str]:

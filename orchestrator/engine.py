@@ -40,7 +40,7 @@ from orchestrator.errors import (
     Throttled,
     TransportFailure,
 )
-from orchestrator.lifecycle import TERMINAL, Lifecycle, Step, TaskModel
+from orchestrator.lifecycle import OUTCOMES, TERMINAL, Lifecycle, Step, TaskModel, exit_code_for, outcome_of
 from orchestrator.lifecycle import TaskState as S
 from orchestrator.planning import Action, Plan
 from orchestrator.store.models import Run, Task
@@ -357,6 +357,50 @@ class Engine:
         return random.uniform(cap / 2, cap)
 
     # -- the loop -----------------------------------------------------------------------------------------------
+
+    async def run(self, *, wait_for_all: bool = True) -> None:
+        """Work the run until done, interrupted or aborted, then record how it ended; raises EngineAbort.
+
+        wait_for_all (shared runs): other workers may still hold tasks; wait (bounded by the run deadline) and
+        take over any whose lease expires."""
+        aborted: EngineAbort | None = None
+        try:
+            await self.work()
+            while wait_for_all and self.shared and not self.stop_event.is_set() \
+                    and self.store.active_count(self.run_id):
+                if self.clock.now() >= self._run_deadline():
+                    break
+                await self.clock.sleep(min(self.tuning.lease_seconds / 3, self.tuning.poll_interval))
+                await self.work()
+        except EngineAbort as exc:
+            aborted = exc
+        finally:
+            self._record_end(interrupted=self.stop_event.is_set() or aborted is not None)
+        if aborted is not None:
+            raise aborted
+
+    def _record_end(self, *, interrupted: bool) -> None:
+        store, run_id, now = self.store, self.run_id, self.clock.now()
+        if self.exchanges:
+            store.record_exchanges(run_id, self.ctx.worker, self.exchanges)
+            self.exchanges = []
+        if self.shared and not self.lease_doubt:
+            # Let the others take our tasks over now rather than when the leases run out. Not after an abandoned
+            # request: it may still land, so its task waits out the lease before anyone else reads and acts on it.
+            store.release(run_id, self.ctx.worker)
+        active = store.active_count(run_id)
+        if active == 0:
+            counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
+            code = exit_code_for(counts)
+            ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
+            # With several workers the first to see the run done records it, once (under the run row's lock).
+            store.finish_run(run_id, self.ctx, Event(trigger="run_finished", outcome=str(code),
+                                                     detail=f"counts={ordered}"), now, code)
+        elif interrupted and (not self.shared or store.claimable_count(run_id, now) == active):
+            # (Shared: only when no other live worker is still on the run.)
+            store.set_run(run_id, status="interrupted")
+            store.append_events(run_id, self.ctx, [Event(trigger="run_interrupted", detail=(
+                f"{active} task(s) pending; resumable with `drs-teardown resume`"))], now)
 
     async def work(self) -> None:
         """Run until this worker has nothing left (or is stopped); raises EngineAbort on a fatal error."""

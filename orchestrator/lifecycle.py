@@ -9,13 +9,14 @@ yields is the only thing the client accepts for a delete.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from transitions import EventData, Machine, MachineError
 
 from orchestrator.drs.codes import DELETABLE, RELEASE_FAILED, STOPPABLE
-from orchestrator.errors import GuardRefused, InvalidTransition
+from orchestrator.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, GuardRefused, InvalidTransition
 from orchestrator.wire import DeletePermit, issue_permit
 
 
@@ -47,6 +48,15 @@ OUTCOME_ORDER: tuple[str, ...] = ("failed", "timed_out", "blocked", "pending", "
 
 def outcome_of(state: TaskState) -> str:
     return state.value if state in TERMINAL else "pending"
+
+
+def exit_code_for(counts: Mapping[str, int]) -> int:
+    """The contract's exit code for a run's outcome counts."""
+    if counts.get("pending"):
+        return EXIT_INTERRUPTED
+    if counts.get("blocked") or counts.get("failed") or counts.get("timed_out"):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _status_deletable(event: EventData) -> bool:

@@ -18,6 +18,7 @@ from orchestrator import api
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning, actor_info, new_worker_id
+from orchestrator.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from orchestrator.render import counts_line
 from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Event, Store
@@ -39,7 +40,7 @@ def work_runs(app: App, store: Store, settings: Settings, flags: dict[str, Any],
     if run_id:
         target = store.find_run(run_id)
         if target is None:
-            raise Exit(api.EXIT_ERROR, f"no run {run_id!r} in {store.url} (see `drs-teardown status`)")
+            raise Exit(EXIT_ERROR, f"no run {run_id!r} in {store.url} (see `drs-teardown status`)")
         only = target.id
     clock = RealClock()
     worker = new_worker_id()
@@ -98,11 +99,11 @@ class _Worker:
         for run_id in list(self.summaries):
             self.summaries[run_id] = api.summarize(self.store, run_id)
         if stop.is_set():
-            return api.EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED
         for summary in self.summaries.values():
             self.app.err.print(f"run {summary.run_id}: {counts_line(summary.counts)}")
         self.app.err.print(f"worker {self.worker}: nothing left")
-        return max((summary.exit_code for summary in self.summaries.values()), default=api.EXIT_OK)
+        return max((summary.exit_code for summary in self.summaries.values()), default=EXIT_OK)
 
     def _candidates(self) -> list[Run]:
         runs = self.store.unfinished_runs()
