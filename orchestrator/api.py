@@ -16,12 +16,13 @@ from orchestrator.drs.auth import DrsAuth, resolve_credentials
 from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import check_endpoint_url, resolve_endpoints
 from orchestrator.drs.pacing import process_pacer
-from orchestrator.engine import Engine, Snapshot, Tuning
+from orchestrator.engine import Engine, Tuning
 from orchestrator.errors import (
     ConfigError,
 )
 from orchestrator.lifecycle import OUTCOMES, exit_code_for, outcome_of
 from orchestrator.planning import Plan, Selection, make_plan
+from orchestrator.progress import Snapshot
 from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Store
 

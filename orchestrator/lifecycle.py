@@ -24,6 +24,7 @@ class TaskState(enum.Enum):
     """Local states; the last five are terminal."""
 
     PENDING = "pending"
+    UNSUBSCRIBING = "unsubscribing"
     STOPPING = "stopping"
     RELEASING = "releasing"
     DELETABLE = "deletable"
@@ -38,7 +39,7 @@ class TaskState(enum.Enum):
 S = TaskState
 TERMINAL: frozenset[TaskState] = frozenset({S.DELETED, S.SKIPPED, S.BLOCKED, S.FAILED, S.TIMED_OUT})
 ACTIVE: tuple[TaskState, ...] = tuple(s for s in TaskState if s not in TERMINAL)
-INTENTS: frozenset[TaskState] = frozenset({S.STOPPING, S.DELETING})
+INTENTS: frozenset[TaskState] = frozenset({S.UNSUBSCRIBING, S.STOPPING, S.DELETING})
 
 # The one outcome vocabulary: a terminal state is its own outcome; every other state is "pending".
 OUTCOMES: tuple[str, ...] = ("deleted", "skipped", "blocked", "failed", "timed_out", "pending")
@@ -63,6 +64,10 @@ def _status_deletable(event: EventData) -> bool:
     return getattr(event.model, "last_status", None) in DELETABLE
 
 
+def _has_order(event: EventData) -> bool:
+    return bool(getattr(event.model, "order_id", None))
+
+
 def _status_stoppable(event: EventData) -> bool:
     status = getattr(event.model, "last_status", None)
     return status in STOPPABLE or status == RELEASE_FAILED
@@ -74,7 +79,12 @@ TRANSITIONS: list[dict[str, Any]] = [
      "doc": "intent: terminate (or force_terminate) is about to be sent"},
     {"trigger": "stop_accepted", "source": S.STOPPING, "dest": S.RELEASING,
      "doc": "the service accepted the stop, or is already releasing"},
-    {"trigger": "released", "source": [S.PENDING, S.STOPPING, S.RELEASING], "dest": S.DELETABLE,
+    {"trigger": "unsubscribe", "source": S.PENDING, "dest": S.UNSUBSCRIBING, "conditions": [_has_order],
+     "doc": "intent (--unsubscribe-prepaid): the BSS unsubscribe of the task's yearly/monthly order is about to be "
+            "sent; no terminate follows"},
+    {"trigger": "unsubscribe_accepted", "source": S.UNSUBSCRIBING, "dest": S.RELEASING,
+     "doc": "BSS accepted the unsubscribe, or the task is already releasing: wait for the service to release it"},
+    {"trigger": "released", "source": [S.PENDING, S.UNSUBSCRIBING, S.STOPPING, S.RELEASING], "dest": S.DELETABLE,
      "conditions": [_status_deletable], "doc": "a deletable status was observed"},
     {"trigger": "delete", "source": S.DELETABLE, "dest": S.DELETING, "conditions": [_status_deletable],
      "doc": "THE GUARD: intent to delete, only on a freshly observed deletable status"},
@@ -84,9 +94,13 @@ TRANSITIONS: list[dict[str, Any]] = [
      "doc": "reconcile: the stop's outcome was unknown and the task is still stoppable; sent once more"},
     {"trigger": "redelete", "source": S.DELETING, "dest": "=", "conditions": [_status_deletable],
      "doc": "reconcile: the delete's outcome was unknown and the task is still deletable; sent once more"},
-    {"trigger": "requeue", "source": [S.STOPPING, S.RELEASING, S.DELETABLE, S.DELETING], "dest": S.PENDING,
+    {"trigger": "unsubscribe_again", "source": S.UNSUBSCRIBING, "dest": "=", "conditions": [_has_order],
+     "doc": "reconcile: the unsubscribe's outcome was unknown and the order is still active; sent once more"},
+    {"trigger": "requeue", "source": [S.UNSUBSCRIBING, S.STOPPING, S.RELEASING, S.DELETABLE, S.DELETING],
+     "dest": S.PENDING,
      "doc": "rejected as busy or the status moved: observe again before acting"},
-    {"trigger": "vanished", "source": [S.PENDING, S.STOPPING, S.RELEASING, S.DELETABLE], "dest": S.SKIPPED,
+    {"trigger": "vanished", "source": [S.PENDING, S.UNSUBSCRIBING, S.STOPPING, S.RELEASING, S.DELETABLE],
+     "dest": S.SKIPPED,
      "doc": "gone (DELETED or not found) without a delete from this run"},
     {"trigger": "skip", "source": S.PENDING, "dest": S.SKIPPED, "doc": "plan: already gone or not found"},
     {"trigger": "block", "source": list(ACTIVE), "dest": S.BLOCKED,
@@ -106,6 +120,7 @@ class TaskModel:
     job_id: str
     state: TaskState = S.PENDING
     last_status: str | None = None
+    order_id: str | None = None  # a yearly/monthly order (period_order.order_id)
 
 
 @dataclass(frozen=True)

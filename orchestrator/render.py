@@ -11,9 +11,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.engine import Snapshot
 from orchestrator.lifecycle import TERMINAL, TaskState
 from orchestrator.planning import Plan
+from orchestrator.progress import Snapshot
 
 OUTCOME_STYLE = {"deleted": "green", "skipped": "cyan", "blocked": "yellow", "failed": "red",
                  "timed_out": "red", "pending": "magenta"}
@@ -121,6 +121,6 @@ class Progress:
         table.add_row(Text(f"{'█' * filled}{'░' * (width - filled)} {done}/{snap.total}"),
                       Text(f"elapsed {elapsed:.0f}s  ETA {self._eta(snap)}  API calls {snap.calls}"))
         table.add_row(Text("states"), counts_line({k: snap.counts[k] for k in sorted(snap.counts)}))
-        waiting = ", ".join(f"{s} ×{n}" for s, n in snap.waiting.most_common(4))
+        waiting = ", ".join(f"{g.count} {g.state}" for g in snap.groups)
         table.add_row(Text("waiting on"), Text(waiting or "—"))
         return table

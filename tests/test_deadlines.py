@@ -51,7 +51,8 @@ def test_a_task_never_released_times_out_at_its_stop_timeout(tmp_path: Path) -> 
     assert td.outcomes == {stuck: "timed_out", done: "deleted"}
     job = _job(td, stuck)
     assert job["remote_status"] == "RELEASE_RESOURCE_STARTED"
-    assert job["reason"] == "stop-timeout (900s) passed; last status RELEASE_RESOURCE_STARTED"
+    assert job["reason"] == ("stop-timeout (900s) passed; last status RELEASE_RESOURCE_STARTED; "
+                             "stopped by this run, not deleted")
     assert td.summary.exit_code == 3
     run = td.store.run(td.run_id)
     assert run is not None and run.status == "finished" and run.exit_code == 3
@@ -71,7 +72,8 @@ def test_the_run_timeout_bounds_every_task(tmp_path: Path) -> None:
                       timeout=600.0)
     assert set(td.outcomes.values()) == {"timed_out"}
     for job_id in stuck:
-        assert _job(td, job_id)["reason"] == "run timeout (600s) passed; last status RELEASE_RESOURCE_STARTED"
+        assert _job(td, job_id)["reason"] == ("run timeout (600s) passed; last status RELEASE_RESOURCE_STARTED; "
+                                              "stopped by this run, not deleted")
     assert 600 <= clock.monotonic() <= 605
 
 

@@ -36,6 +36,7 @@ from orchestrator.drs.client import DrsClient, RetryPolicy
 from orchestrator.drs.codes import DELETABLE
 from orchestrator.drs.pacing import Pacer
 from orchestrator.engine import Tuning
+from orchestrator.engine.tuning import MAX_BAD_READS
 from orchestrator.errors import (
     AuthFailure,
     MalformedResponse,
@@ -469,20 +470,33 @@ def test_a_delete_that_never_left_is_requeued_not_reconciled(tmp_path: Path,
     assert td.summary.extra["client"]["gave_up:ConnectError"] == 1
 
 
-def test_a_batch_refused_as_a_whole_fails_its_tasks_with_the_code(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        return _error(400, "DRS.M00202")
-
-    _with_transport(monkeypatch, InterceptBatchJobs(refuse, times=1))
+def test_a_batch_refused_as_a_whole_is_split_and_only_the_culprit_fails(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole batch-jobs call refused (400 DRS.M00202): each task is sent alone; the one the service keeps
+    refusing fails with the code, the others proceed (issue 11)."""
     with simulator(profile="fast") as (sim, url):
-        jobs = add(sim, 2, status="INCRE_TRANSFER_STARTED")
+        culprit, *others = add(sim, 3, status="INCRE_TRANSFER_STARTED")
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            return _error(400, "DRS.M00202")
+
+        class RefuseCulprit(InterceptBatchJobs):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                if request.url.path.endswith("/batch-jobs") and culprit.encode() in request.content:
+                    return refuse(request)
+                return await self.inner.handle_async_request(request)
+
+        _with_transport(monkeypatch, RefuseCulprit(refuse, times=0))
         td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
-        assert sim.destructive_calls == []
-    assert td.outcomes == dict.fromkeys(jobs, "failed")
-    for job in td.summary.jobs:
-        assert job["reason"] == "stop refused: batch-jobs: HTTP 400 DRS.M00202 DRS.M00202 says no"
-    assert {t.error_code for t in td.store.tasks(td.run_id)} == {"DRS.M00202"}
+        calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
+    assert td.outcomes == {culprit: "failed", **dict.fromkeys(others, "deleted")}
+    job = next(j for j in td.summary.jobs if j["job_id"] == culprit)
+    assert job["reason"] == "stop refused: batch-jobs: HTTP 400 DRS.M00202 DRS.M00202 says no"
+    assert {t.error_code for t in td.store.tasks(td.run_id) if t.job_id == culprit} == {"DRS.M00202"}
+    assert not any(j == culprit for j, _ in calls)
+    assert all(calls[(j, "terminate")] == 1 and calls[(j, "delete")] == 1 for j in others)
+    splits = [r for r in td.store.records(td.run_id) if r.trigger == "requeue" and "alone" in (r.detail or "")]
+    assert {r.job_id for r in splits} == {culprit, *others}
 
 
 def _edit_item(job_id: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[bytes], bytes]:
@@ -496,12 +510,44 @@ def _edit_item(job_id: str, edit: Callable[[dict[str, Any]], None]) -> Callable[
     return rewrite
 
 
-@pytest.mark.parametrize("rewrite", [
+BAD_BODIES = [
     pytest.param(lambda body: b"\x00\xffnot json at all", id="garbage"),
     pytest.param(lambda body: body[: len(body) // 2], id="truncated"),
     pytest.param(lambda body: b'{"count": 3}', id="no-results"),
-])
-def test_unreadable_status_answers_block_the_tasks_and_nothing_is_deleted(
+    pytest.param(lambda body: b'{"count": 3, "results": null}', id="results-null"),
+    pytest.param(lambda body: b"[]", id="array"),
+]
+
+
+def _once(rewrite: Callable[[bytes], bytes], times: int = 1) -> Callable[[bytes], bytes]:
+    left = [times]
+
+    def first_only(body: bytes) -> bytes:
+        if left[0] > 0:
+            left[0] -= 1
+            return rewrite(body)
+        return body
+
+    return first_only
+
+
+@pytest.mark.parametrize("rewrite", BAD_BODIES)
+def test_one_unreadable_status_answer_is_read_again_and_everything_deletes(
+        rewrite: Callable[[bytes], bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: one bad batch-status answer never ends a task: it is read again, and every task deletes."""
+    _rewriting(monkeypatch, _once(rewrite, times=2))
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 3, status="INCRE_TRANSFER_STARTED")
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
+        assert not any(sim.violations.values())
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
+    assert all(calls[(j, "terminate")] == 1 and calls[(j, "delete")] == 1 for j in jobs)
+    assert td.summary.exit_code == 0 and td.store.verify(td.run_id).ok
+
+
+@pytest.mark.parametrize("rewrite", BAD_BODIES)
+def test_status_answers_unreadable_for_good_block_after_the_documented_count_and_nothing_is_deleted(
         rewrite: Callable[[bytes], bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _rewriting(monkeypatch, rewrite)
     with simulator(profile="fast") as (sim, url):
@@ -509,19 +555,26 @@ def test_unreadable_status_answers_block_the_tasks_and_nothing_is_deleted(
         td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
         calls = [(c["job_id"], c["delete_type"]) for c in sim.destructive_calls]
     assert td.outcomes == dict.fromkeys(jobs, "blocked")
-    assert all(j["reason"].startswith("unreadable answer: batch-status") for j in td.summary.jobs)
-    # The stops went out on the plan's reading; after that nothing was read, so nothing more was sent.
+    for j in td.summary.jobs:
+        assert j["reason"].startswith("unreadable answer: batch-status")
+        assert f"{MAX_BAD_READS} unreadable answers in a row" in j["reason"]
+        # What was last reliably seen, and that this run stopped it (not the stale plan status as if running).
+        assert "last reliably seen: INCRE_TRANSFER_STARTED" in j["reason"]
+        assert j["reason"].endswith("stopped by this run, not deleted")
+    # The stops went out on the plan's reading; after that nothing was readable, so nothing more was sent.
     assert sorted(calls) == sorted((j, "terminate") for j in jobs)
     assert td.summary.exit_code == 3 and td.store.verify(td.run_id).ok
 
 
-@pytest.mark.parametrize(("edit", "reason"), [
-    pytest.param(lambda item: item.update(status="RELEASE_RESOURCE_COMPLETED"),
-                 "unknown status 'RELEASE_RESOURCE_COMPLETED': not acting on it", id="unknown-status"),
-    pytest.param(lambda item: item.pop("status"), "unknown status None: not acting on it",
-                 id="missing-status"),
-])
-def test_an_unknown_or_missing_status_blocks_that_task_only(
+UNKNOWN_EDITS = [
+    pytest.param(lambda item: item.update(status="RELEASE_RESOURCE_COMPLETED"), "unknown status "
+                 "'RELEASE_RESOURCE_COMPLETED'", id="unknown-status"),
+    pytest.param(lambda item: item.pop("status"), "unknown status None", id="missing-status"),
+]
+
+
+@pytest.mark.parametrize(("edit", "reason"), UNKNOWN_EDITS)
+def test_an_unknown_status_for_good_blocks_that_task_only(
         edit: Callable[[dict[str, Any]], None], reason: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     with simulator(profile="fast") as (sim, url):
@@ -532,8 +585,19 @@ def test_an_unknown_or_missing_status_blocks_that_task_only(
         assert not any(sim.violations.values())
     assert td.outcomes == {odd: "blocked", **dict.fromkeys(others, "deleted")}
     job = next(j for j in td.summary.jobs if j["job_id"] == odd)
-    assert job["reason"] == reason
+    assert job["reason"].startswith(reason + f"; {MAX_BAD_READS} unreadable answers in a row")
     assert odd_calls == ["terminate"]  # never deleted
+
+
+@pytest.mark.parametrize(("edit", "reason"), UNKNOWN_EDITS)
+def test_an_unknown_status_once_is_read_again(edit: Callable[[dict[str, Any]], None], reason: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 3, status="INCRE_TRANSFER_STARTED")
+        _rewriting(monkeypatch, _once(_edit_item(jobs[0], edit)))
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        assert not any(sim.violations.values())
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
 
 
 # -- SIGINT / SIGTERM ----------------------------------------------------------------------------------------

@@ -1,0 +1,364 @@
+"""The reconcile loop: observe, stop, poll, delete — batched, paced, deadline-bound, intent before action.
+
+The loop does the I/O and applies the pure core's decisions (engine/decide.py). Every destructive request is
+preceded by a committed intent (the task enters `unsubscribing`, `stopping` or `deleting` and its audit record is
+written in the same transaction). A task found in an intent state whose outcome is unknown (a crash, a lost
+response) is reconciled by reading its remote status, never blindly re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.clock import Clock
+from orchestrator.drs.client import DrsClient
+from orchestrator.engine.decide import Decision, Tracked, children_verdict, needs_fresh_reading, on_deadline
+from orchestrator.engine.leases import Leases
+from orchestrator.engine.progress import ProgressBook
+from orchestrator.engine.reads import Reader
+from orchestrator.engine.sends import Sender
+from orchestrator.engine.tuning import Tuning
+from orchestrator.errors import EngineAbort, LeaseLost
+from orchestrator.lifecycle import (
+    OUTCOMES,
+    TERMINAL,
+    Lifecycle,
+    Step,
+    TaskModel,
+    TaskState,
+    exit_code_for,
+    outcome_of,
+)
+from orchestrator.progress import Snapshot
+from orchestrator.store.models import Task
+from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.wire import Exchange
+
+ROW_FIELDS = ("state", "last_status", "last_observed_at", "reason", "error_code", "stop_attempts", "forced",
+              "busy_retries", "resends", "phase_started_at", "unchanged_polls")
+
+
+class Engine:
+    """Works the active tasks of one run until none is left, a deadline passes or it is told to stop."""
+
+    def __init__(self, store: Store, client: DrsClient, ctx: Context, tuning: Tuning, clock: Clock, run_id: str,
+                 *, fresh: bool = False, shared: bool | None = None,
+                 progress: Callable[[Snapshot], None] | None = None,
+                 stop_event: asyncio.Event | None = None, rng: random.Random | None = None,
+                 bss: Any = None) -> None:
+        self.store, self.client, self.ctx, self.tuning, self.clock = store, client, ctx, tuning, clock
+        self.run_id = run_id
+        self.lifecycle = Lifecycle()
+        self.fresh = fresh  # the plan's readings stand for the tasks this process just planned
+        self.shared = store.is_postgres if shared is None else shared
+        self.stop_event = stop_event or asyncio.Event()
+        self.rng = rng or random.Random()
+        self.tasks: dict[str, Tracked] = {}
+        self.children: dict[str, set[str]] = {}  # parent job id -> its re-edit children in this run
+        self.exchanges: list[Exchange] = []
+        self.calls = 0
+        self.stats: Counter[str] = Counter()
+        self.started = clock.now()
+        self.deadline = self.started + timedelta(seconds=tuning.timeout)
+        self.leases = Leases(store, run_id, ctx, tuning, clock, shared=self.shared)
+        self.book = ProgressBook(clock, tuning, progress)
+        self.abort: EngineAbort | None = None
+        self._stop_sent: dict[str, datetime] = {}
+        self._gen = 0
+        self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
+        self.reader, self.sender = Reader(self), Sender(self, bss)
+        client.recorder = self._record_exchange
+        # The run's deadline bounds every call, its retries and Retry-After waits included.
+        client.deadline = clock.monotonic() + tuning.timeout  # type: ignore[attr-defined]
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------------
+
+    def _record_exchange(self, ex: Exchange) -> None:
+        self.calls += 1
+        self.exchanges.append(ex)
+
+    def active(self) -> list[Tracked]:
+        key = (self._gen, len(self.tasks))
+        if self._active_cache is None or self._active_cache[0] != key:
+            self._active_cache = (key, [t for t in self.tasks.values() if t.state not in TERMINAL])
+        return self._active_cache[1]
+
+    def apply(self, t: Tracked, d: Decision) -> Change | None:
+        """Apply one decision to its task: new field values, the trigger fired, the row and audit record built."""
+        for key, value in d.updates.items():
+            if key == "last_status":
+                t.model.last_status = value
+            elif key == "order_id":
+                t.model.order_id = t.order_id = value
+            else:
+                setattr(t, key, value)
+        if d.abort and self.abort is None:
+            self.abort = EngineAbort(d.abort)
+            self.stop_event.set()
+        now = self.clock.now()
+        event: Event | None = None
+        rids = (d.request_id,) if d.request_id else ()
+        if d.trigger is not None:
+            step = self.lifecycle.fire(t.model, d.trigger)
+            self._gen += 1
+            t.since = now
+            t.reason = d.reason if d.reason is not None else t.reason
+            t.error_code = d.error_code if d.error_code is not None else t.error_code
+            event = Event.of(step, error_code=d.error_code, request_ids=rids, detail=d.reason)
+            if step.dest is TaskState.DELETABLE and t.job_id in self._stop_sent:
+                self.book.stopped_to_released(self._stop_sent.pop(t.job_id), now)
+        elif d.event is not None:
+            event = Event(trigger=d.event, job_id=t.job_id, from_state=t.state.value, to_state=t.state.value,
+                          remote_status=t.last_status, error_code=d.error_code, request_ids=rids, detail=d.reason)
+        elif not d.persist:
+            return None
+        return self.row(t, event)
+
+    def row(self, t: Tracked, event: Event | None = None, **extra: Any) -> Change:
+        fields = {"state": t.state, "last_status": t.last_status, "last_observed_at": t.observed_at,
+                  "reason": t.reason, "error_code": t.error_code, "stop_attempts": t.stop_attempts,
+                  "forced": t.forced, "busy_retries": t.busy_retries, "resends": t.resends,
+                  "phase_started_at": t.phase_started, "unchanged_polls": t.unchanged_polls, **extra}
+        return Change(t.job_id, fields, event)
+
+    def record_step(self, t: Tracked, step: Step, reason: str) -> Change:
+        """A transition already fired (the guarded delete): its row and audit record."""
+        self._gen += 1
+        t.since, t.reason = self.clock.now(), reason
+        return self.row(t, Event.of(step, detail=reason))
+
+    def stop_sent(self, t: Tracked) -> None:
+        self._stop_sent.setdefault(t.job_id, self.clock.now())
+
+    def commit(self, changes: Sequence[Change | None]) -> None:
+        rows = [c for c in changes if c is not None]
+        if not rows and not self.exchanges:
+            return
+        exchanges, self.exchanges = self.exchanges, []
+        started = self.clock.monotonic()
+        try:
+            # Shared: the same statement checks each task is still ours and extends its lease, so a committed
+            # intent leaves a full lease for the request that follows it.
+            self.store.apply(self.run_id, self.ctx, rows, exchanges, self.clock.now(),
+                             check_lease=self.shared, lease=self.leases.lease if self.shared else None)
+        except LeaseLost:
+            # Another worker holds one of these tasks now. Nothing was committed and our models ran ahead of
+            # the store: keep the exchanges (they happened), rebuild from what we still hold, and let the
+            # caller abandon its step (no request goes out for an intent that was not committed).
+            self.stats["lease_lost"] += 1
+            self.store.record_exchanges(self.run_id, self.ctx.worker, exchanges)
+            self.tasks = {j: t for j, t in self.tasks.items() if t.state in TERMINAL}
+            self.adopt(self.leases.held(), fresh=False)
+            raise
+        self.leases.committed(started)
+        self.report()
+
+    def report(self, *, force: bool = False) -> None:
+        counts = None
+        if self.shared and self.book.report is not None:
+            if not force and self.clock.monotonic() - self.book._reported_at < 1.0:
+                return
+            counts = self.store.state_counts(self.run_id)  # other workers move tasks too
+        self.book.emit(self.tasks.values(), calls=self.calls, client_stats=self.client.stats, counts=counts,
+                       force=force)
+
+    def adopt(self, rows: Iterable[Task], *, fresh: bool) -> int:
+        now, added = self.clock.now(), 0
+        for r in rows:
+            if r.job_id in self.tasks and self.tasks[r.job_id].state not in TERMINAL:
+                continue
+            # As planned and untouched since (no stop tried, the plan's status still the last one seen).
+            untouched = fresh and r.state is TaskState.PENDING and r.stop_attempts == 0 \
+                and r.last_status == r.plan_status
+            self.tasks[r.job_id] = Tracked(
+                model=TaskModel(r.job_id, r.state, r.last_status, r.order_id), planned_action=r.planned_action,
+                phase_started=r.phase_started_at or now, next_check=now,
+                observe=not (untouched and r.planned_action in ("stop_then_delete", "delete")),
+                stop_attempts=r.stop_attempts, forced=r.forced, busy_retries=r.busy_retries, resends=r.resends,
+                unchanged_polls=r.unchanged_polls, reason=r.reason, error_code=r.error_code,
+                observed_at=r.last_observed_at if untouched else None, order_id=r.order_id,
+                parent_job_id=r.parent_job_id, target=getattr(r, "target", None))
+            if r.parent_job_id and r.planned_action != "skip":
+                self.children.setdefault(r.parent_job_id, set()).add(r.job_id)
+            self._gen += 1
+            added += 1
+        if not self.book.settled_elsewhere and not self.shared:
+            # Tasks already settled when we joined still count: one aggregate query, not a load of every row.
+            self.book.settled_elsewhere = Counter(self.store.state_counts(self.run_id)) - Counter(
+                t.state.value for t in self.tasks.values())
+        return added
+
+    # -- the run ----------------------------------------------------------------------------------------------------
+
+    async def run(self, *, wait_for_all: bool = True) -> None:
+        """Work the run until done, interrupted or aborted, then record how it ended; raises EngineAbort.
+
+        wait_for_all (shared runs): other workers may still hold tasks; wait (bounded by the run deadline) and
+        take over any whose lease expires."""
+        try:
+            await self.work()
+            while wait_for_all and self.shared and not self.stop_event.is_set() \
+                    and self.store.active_count(self.run_id) and self.clock.now() < self.deadline:
+                await self.clock.sleep(min(self.tuning.lease_check, self.tuning.poll_interval))
+                await self.work()
+        finally:
+            self._record_end(interrupted=self.stop_event.is_set() or self.abort is not None)
+        if self.abort is not None:
+            raise self.abort
+
+    def _record_end(self, *, interrupted: bool) -> None:
+        store, run_id, now = self.store, self.run_id, self.clock.now()
+        if self.exchanges:
+            store.record_exchanges(run_id, self.ctx.worker, self.exchanges)
+            self.exchanges = []
+        self.leases.release()
+        self.report(force=True)
+        active = store.active_count(run_id)
+        if active == 0:
+            counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
+            code = exit_code_for(counts)
+            ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
+            # With several workers the first to see the run done records it, once (under the run row's lock).
+            store.finish_run(run_id, self.ctx, Event(trigger="run_finished", outcome=str(code),
+                                                     detail=f"counts={ordered}"), now, code)
+        elif interrupted and (not self.shared or store.claimable_count(run_id, now) == active):
+            # (Shared: only when no other live worker is still on the run.)
+            store.set_run(run_id, status="interrupted")
+            store.append_events(run_id, self.ctx, [Event(trigger="run_interrupted", detail=(
+                f"{active} task(s) pending; resumable with `drs-teardown resume`"))], now)
+
+    async def work(self) -> None:
+        """Run until this worker has nothing left (or is stopped); raises EngineAbort on a fatal error."""
+        if self.shared:
+            self.store.register_worker(self.ctx.worker, socket.gethostname(), os.getpid(), self.clock.now())
+        self.adopt(self.leases.claim(), fresh=self.fresh)
+        self.fresh = self.fresh and self.leases.claim_more
+        self.report(force=True)
+        beats = asyncio.ensure_future(self.leases.heartbeats(
+            lambda: {t.job_id for t in self.active()}, lambda: set(self.tasks))) if self.shared else None
+        try:
+            await self._loop()
+        finally:
+            if beats is not None:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+        if self.abort is not None:
+            raise self.abort
+
+    async def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if self.shared:
+                    self._leases_step()
+                self._deadlines(self.clock.now())
+                now = self.clock.now()
+                due = [t for t in self.active() if t.observe and t.next_check <= now]
+                if due:
+                    await self.reader.observe(due)
+                if self.stop_event.is_set():
+                    break
+                await self._act()
+            except LeaseLost:
+                continue
+            if not self.active():
+                if self.shared and self.adopt(self.leases.claim(), fresh=False):
+                    continue
+                return
+            await self._sleep()
+
+    async def _act(self) -> None:
+        now = self.clock.now()
+        ready = [t for t in self.active() if not t.observe and t.next_check <= now]
+        ready = self._without_waiting_parents(ready)
+        for t in ready:
+            if needs_fresh_reading(t, now, self.tuning):
+                t.observe, t.next_check = True, now  # read it first; it is acted on next round
+        ready = [t for t in ready if not t.observe]
+        unsubscribes = [t for t in ready if t.state is TaskState.UNSUBSCRIBING
+                        or (t.state is TaskState.PENDING and t.order_id and self.tuning.unsubscribe_prepaid)]
+        if unsubscribes:
+            await self.sender.unsubscribe(unsubscribes)
+        stops = [t for t in ready if t not in unsubscribes
+                 and (t.state is TaskState.STOPPING or self.lifecycle.may(t.model, "stop"))]
+        if stops and not self.stop_event.is_set():
+            await self.sender.stop(stops)
+        plan_ready = [t for t in self.active() if not t.observe and t.state is TaskState.PENDING
+                      and self.lifecycle.may(t.model, "released")]
+        if plan_ready:
+            self.commit([self.apply(t, Decision("released", reason=f"{t.last_status} observed at plan",
+                                                updates={"delete_phase": True, "phase_started": self.clock.now()}))
+                         for t in plan_ready])
+        deletes = self._without_waiting_parents(
+            [t for t in self.active() if not t.observe and t.state in (TaskState.DELETABLE, TaskState.DELETING)])
+        if deletes and not self.stop_event.is_set():
+            await self.sender.delete(deletes)
+
+    def _without_waiting_parents(self, ready: list[Tracked]) -> list[Tracked]:
+        """Re-edit children go first: a parent is acted on only once its children are removed."""
+        out, blocked = [], []
+        for t in ready:
+            kids = self.children.get(t.job_id)
+            if not kids:
+                out.append(t)
+                continue
+            outcomes = {j: outcome_of(self.tasks[j].state) if j in self.tasks else "pending" for j in kids}
+            verdict = children_verdict(t, outcomes)
+            if verdict is None:
+                out.append(t)
+            elif verdict.trigger is not None:
+                blocked.append(self.apply(t, verdict))
+        if blocked:
+            self.commit(blocked)
+        return out
+
+    def _leases_step(self) -> None:
+        """Between steps: let go of tasks another worker took, pick up strays, and claim another batch."""
+        for job_id in self.leases.take_lost([t.job_id for t in self.active()]):
+            del self.tasks[job_id]
+            self._gen += 1
+        if self.leases.orphans:
+            self.leases.orphans = False
+            self.adopt(self.leases.held(), fresh=False)
+        if self.leases.due_for_claim():
+            self.adopt(self.leases.claim(), fresh=self.fresh and self.leases.claim_more)
+
+    def _deadlines(self, now: datetime) -> None:
+        changes = []
+        for t in list(self.active()):
+            d = on_deadline(t, now, self.tuning, self.deadline)
+            if d is not None:
+                changes.append(self.apply(t, d))
+        if changes:
+            self.commit(changes)
+
+    async def _sleep(self) -> None:
+        now = self.clock.now()
+        active = self.active()
+        wakes = [min((t.next_check for t in active), default=now), self.deadline]
+        stops = [t.phase_started for t in active if not t.delete_phase]
+        deletes = [t.phase_started for t in active if t.delete_phase]
+        if stops:
+            wakes.append(min(stops) + timedelta(seconds=self.tuning.stop_timeout))
+        if deletes:
+            wakes.append(min(deletes) + timedelta(seconds=self.tuning.delete_timeout))
+        delay = max(0.0, min((min(wakes) - now).total_seconds(), self.tuning.max_poll_interval))
+        if self.shared:
+            # Back in time to claim what others' leases leave behind; at once while unclaimed work remains.
+            delay = 0.0 if self.leases.claim_more else min(delay, self.tuning.lease_check)
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, stopper):
+            task.cancel()

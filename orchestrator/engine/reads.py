@@ -1,0 +1,104 @@
+"""Reading tasks' remote statuses for the loop: batched, oldest waiters first, cohorts that have not moved skipped."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import faultpoints
+from orchestrator.engine.decide import Reading, Tracked, on_bad_read, on_reading, poll_interval
+from orchestrator.errors import AuthFailure, DrsError, EngineAbort
+from orchestrator.lifecycle import TERMINAL, TaskState
+
+if TYPE_CHECKING:
+    from orchestrator.engine.loop import Engine
+
+STATUS_CHUNK = 100  # batch-status: ≤100 ids a call (a page holds at most 100)
+DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
+
+
+class Reader:
+    """The loop's reads: status for most, detail (status and period_order) after a refusal."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def observe(self, due: list[Tracked]) -> None:
+        e = self.engine
+        # Never-moved tasks (since None) first; a None cannot be compared with a datetime.
+        due.sort(key=lambda t: (t.since is not None, t.since.timestamp() if t.since else 0.0, t.job_id))
+        details = [t for t in due if t.detail_read]
+        statuses = [t for t in due if not t.detail_read]
+        chunks: list[tuple[bool, list[Tracked]]] = [(True, details[i : i + DETAIL_CHUNK])
+                                                    for i in range(0, len(details), DETAIL_CHUNK)]
+        first, rest = statuses[:STATUS_CHUNK], statuses[STATUS_CHUNK:]
+        if first:
+            chunks.append((False, first))
+        changed = await self._read(chunks)
+        if not rest:
+            return
+        if changed or any(t.state in (TaskState.STOPPING, TaskState.DELETING, TaskState.PENDING,
+                                      TaskState.UNSUBSCRIBING) for t in rest):
+            await self._read([(False, rest[i : i + STATUS_CHUNK]) for i in range(0, len(rest), STATUS_CHUNK)])
+            return
+        # The oldest waiters have not moved: the younger ones will not have either. Skip a round.
+        now = e.clock.now()
+        for t in rest:
+            t.unchanged_polls += 1
+            t.next_check = now + timedelta(seconds=poll_interval(e.tuning, t.unchanged_polls))
+        e.stats["polls_skipped"] += len(rest)
+
+    async def _call(self, detail: bool, tasks: list[Tracked]) -> dict[str, Reading]:
+        ids = [t.job_id for t in tasks]
+        if detail:
+            answers: Any = await self.engine.client.batch_detail(ids)
+            return {k: Reading(a.item.status, a.item.error_code, a.item.error_message, a.request_id,
+                               a.item.order_id, detail=True) for k, a in answers.items()}
+        answers = await self.engine.client.status_chunk(ids)
+        return {k: Reading(a.item.status, a.item.error_code, a.item.error_message, a.request_id)
+                for k, a in answers.items()}
+
+    async def _read(self, chunks: list[tuple[bool, list[Tracked]]]) -> bool:
+        e = self.engine
+        results = await asyncio.gather(*(self._call(d, c) for d, c in chunks), return_exceptions=True)
+        faultpoints.hit("after_response", "poll")
+        changes = []
+        any_changed = False
+        now = e.clock.now()
+        for (detail, tasks), result in zip(chunks, results, strict=True):
+            api = "batch-detail" if detail else "batch-status"
+            if isinstance(result, AuthFailure):
+                e.abort = e.abort or EngineAbort(f"credentials refused: {result.message}")
+                e.stop_event.set()
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, DrsError):
+                    raise result
+                e.stats[f"observe_error:{type(result).__name__}"] += 1
+                for t in tasks:
+                    changes.append(e.apply(t, on_bad_read(t, f"unreadable answer: {result.message}", now,
+                                                          e.tuning, e.rng)))
+                continue
+            for t in tasks:
+                reading = result.get(t.job_id)
+                before = t.state
+                if reading is None:
+                    decision = on_bad_read(t, f"{api} did not return it", now, e.tuning, e.rng)
+                else:
+                    decision = on_reading(t, reading, now, e.tuning, e.rng)
+                changes.append(e.apply(t, decision))
+                # Progress means a local transition, not merely a new remote status (RELEASE_RESOURCE_STARTED
+                # right after a stop is expected, not news).
+                any_changed = any_changed or t.state is not before
+        if any_changed:
+            # Progress in this round: the rest of the cohort is likely close behind, so look again soon.
+            soon = now + timedelta(seconds=e.tuning.poll_interval)
+            for _, tasks in chunks:
+                for t in tasks:
+                    if t.state not in TERMINAL and t.observe and t.unchanged_polls:
+                        t.unchanged_polls = 0
+                        t.next_check = min(t.next_check, soon)
+        e.commit(changes)
+        return any_changed
+
