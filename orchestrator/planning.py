@@ -154,10 +154,12 @@ def plan_hash(project_id: str, items: Sequence[PlanItem]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-async def resolve(client: DrsClient, selection: Selection) -> tuple[list[str], int]:
-    """Ids to plan: the explicit ones, then the list API's matches for the filters."""
+async def resolve(client: DrsClient, selection: Selection) -> tuple[list[str], int, dict[str, list[str]]]:
+    """Ids to plan: the explicit ones, then the list API's matches for the filters; and each listed parent's
+    children (the list's `children[]`: re-edit sub-jobs of sync tasks, the children of dual-active DR tasks)."""
     ids = list(selection.job_ids)
     listed = 0
+    children: dict[str, list[str]] = {}
     if selection.uses_filters:
         kinds = [selection.db_use_type] if selection.db_use_type else list(DB_USE_TYPES)
         pages = await asyncio.gather(*(client.list_jobs(k, status=selection.status,
@@ -168,17 +170,41 @@ async def resolve(client: DrsClient, selection: Selection) -> tuple[list[str], i
                 listed += 1
                 if selection.name_glob and not fnmatch.fnmatchcase(job.name or "", selection.name_glob):
                     continue
+                if job.children:
+                    children[job.id] = [c.id for c in job.children]
                 if job.id not in seen:
                     seen.add(job.id)
                     ids.append(job.id)
-    return ids, listed
+    return ids, listed, children
 
 
-def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str]) -> PlanItem:
-    """The policy for one task, from its freshly read detail."""
+async def children_of_ids(client: DrsClient, details: dict[str, JobDetail], explicit: Sequence[str],
+                          known: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Children of explicitly selected parents, found through the list API (detail's `children` lists only the
+    children whose EIP binding failed; whether children are also top-level rows is unknown, reference §14.7)."""
+    wanted = {j for j in explicit if j in details and j not in known and not details[j].parent_id
+              and details[j].db_use_type in ("sync", "cloudDataGuard")}
+    found: dict[str, list[str]] = {}
+    if not wanted:
+        return found
+    kinds = sorted({details[j].db_use_type or "" for j in wanted})
+    pages = await asyncio.gather(*(client.list_jobs(k) for k in kinds))
+    for jobs in pages:
+        for job in jobs:
+            if job.id in wanted and job.children:
+                found[job.id] = [c.id for c in job.children]
+    return found
+
+
+def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
+           parent_of: dict[str, str] | None = None, children: dict[str, list[str]] | None = None) -> PlanItem:
+    """The policy for one task, from its freshly read detail (and the list's parent/child relations)."""
+    parent_id = detail.parent_id or (parent_of or {}).get(detail.id)
+    listed_children = (children or {}).get(detail.id, [])
     base = {"job_id": detail.id, "status": detail.status, "name": detail.name, "db_use_type": detail.db_use_type,
-            "engine_type": detail.engine, "order_id": detail.order_id, "parent_job_id": detail.parent_id,
-            "children": tuple(c.id for c in detail.children) if detail.multi_write else ()}
+            "engine_type": detail.engine, "order_id": detail.order_id, "parent_job_id": parent_id,
+            "children": tuple(listed_children or [c.id for c in detail.children]) if detail.multi_write
+            else tuple(listed_children)}
     if detail.error_code in NOT_FOUND_CODES:
         return PlanItem(action=Action.SKIP, reason=f"not found ({detail.error_code})", **base)
     if detail.error_code:
@@ -189,7 +215,7 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str])
         return PlanItem(action=Action.SKIP, reason="already deleted", **base)
     if cls is StatusClass.UNKNOWN:
         return PlanItem(action=Action.BLOCK, reason=f"unknown status {detail.status!r}: not acting on it", **base)
-    parent = parents.get(detail.parent_id or "")
+    parent = parents.get(parent_id or "")
     if parent is not None and parent.multi_write:
         if parent.id in selected:
             return PlanItem(action=Action.SKIP,
@@ -207,30 +233,51 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str])
         return PlanItem(action=Action.WAIT, reason=f"{detail.status} is transitional: wait, then decide", **base)
     if cls is StatusClass.RELEASE_FAILED:
         return PlanItem(action=Action.STOP_THEN_DELETE, reason="a previous stop failed: stop again", **base)
-    return PlanItem(action=Action.STOP_THEN_DELETE, reason=f"{detail.status} must be stopped first", **base)
+    why = f"{detail.status} must be stopped first"
+    if parent_id and parent_id in selected:
+        why += f" (re-edit child of {parent_id}: removed before its parent)"
+    return PlanItem(action=Action.STOP_THEN_DELETE, reason=why, **base)
 
 
 async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime) -> Plan:
-    """Select, read every target's detail (≤10 ids a call), and decide."""
+    """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide."""
     selection.validate()
-    ids, listed = await resolve(client, selection)
+    ids, listed, children = await resolve(client, selection)
     details = {k: a.item for k, a in (await client.batch_detail(ids)).items()} if ids else {}
-    missing = [i for i in ids if i not in details]
+    children.update(await children_of_ids(client, details, selection.job_ids, children))
+    # Children go with their parents: planned as tasks of their own, right after the parent.
+    parent_of = {c: p for p, kids in children.items() for c in kids}
+    extra = sorted({c for kids in children.values() for c in kids} - set(details) - set(ids))
+    if extra:
+        details.update({k: a.item for k, a in (await client.batch_detail(extra)).items()})
     parent_ids = {d.parent_id for d in details.values() if d.parent_id} - set(details)
     parents = {k: a.item for k, a in (await client.batch_detail(sorted(parent_ids))).items()} if parent_ids else {}
     parents.update(details)
-    selected = set(ids)
-    items: list[PlanItem] = []
+    ordered: list[str] = []
     for job_id in ids:
-        if job_id in missing:
-            items.append(PlanItem(job_id=job_id, action=Action.BLOCK, reason="batch-detail did not return it"))
+        if job_id not in parent_of or parent_of[job_id] not in ids:
+            ordered.append(job_id)
+            ordered += [c for c in children.get(job_id, []) if c not in ordered]
+    ordered += [c for c in extra if c not in ordered]
+    selected = set(ordered)
+    items: list[PlanItem] = []
+    kept: set[str] = set()
+    for job_id in ordered:
+        parent = parent_of.get(job_id)
+        if parent is not None and parent in selected and parent not in kept:
+            continue  # its parent was filtered out (tags): the child is not selected either
+        if job_id not in details:
+            items.append(PlanItem(job_id=job_id, action=Action.BLOCK, reason="batch-detail did not return it",
+                                  parent_job_id=parent))
+            kept.add(job_id)
             continue
-        item = decide(details[job_id], parents, selected)
-        if selection.tags and item.action not in (Action.SKIP,):
+        item = decide(details[job_id], parents, selected, parent_of, children)
+        if selection.tags and parent is None and item.action is not Action.SKIP:
             tags = {(t.key, t.value or "") for t in details[job_id].tags}
             if not all(tag in tags for tag in selection.tags):
                 continue
         items.append(item)
+        kept.add(job_id)
     return Plan(project_id=client.project_id, endpoint=endpoint, selection=selection, items=tuple(items),
                 created_at=now, listed=listed)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
@@ -28,7 +29,7 @@ class Leases:
     """One worker's leases on one run."""
 
     def __init__(self, store: Store, run_id: str, ctx: Context, tuning: Tuning, clock: Clock, *,
-                 shared: bool) -> None:
+                 shared: bool, stats: Counter[str]) -> None:
         self.store, self.run_id, self.ctx, self.tuning, self.clock = store, run_id, ctx, tuning, clock
         self.shared = shared
         self.lease = timedelta(seconds=tuning.lease_seconds)
@@ -39,10 +40,10 @@ class Leases:
         self.lost: set[str] = set()  # tasks a heartbeat found another worker holds
         self.orphans = False  # a heartbeat found tasks we hold that the loop does not track
         self.doubt = False  # a send was abandoned: let the leases run out, do not release them
-        self.stats: dict[str, int] = {}
+        self.stats = stats  # the engine's counters
 
     def _count(self, key: str, n: int = 1) -> None:
-        self.stats[key] = self.stats.get(key, 0) + n
+        self.stats[key] += n
 
     def claim(self) -> list[Task]:
         """Take more tasks: all of them on SQLite; one batch at a time on a shared database."""

@@ -68,7 +68,7 @@ class Engine:
         self.stats: Counter[str] = Counter()
         self.started = clock.now()
         self.deadline = self.started + timedelta(seconds=tuning.timeout)
-        self.leases = Leases(store, run_id, ctx, tuning, clock, shared=self.shared)
+        self.leases = Leases(store, run_id, ctx, tuning, clock, shared=self.shared, stats=self.stats)
         self.book = ProgressBook(clock, tuning, progress)
         self.abort: EngineAbort | None = None
         self._stop_sent: dict[str, datetime] = {}
@@ -78,6 +78,10 @@ class Engine:
         client.recorder = self._record_exchange
         # The run's deadline bounds every call, its retries and Retry-After waits included.
         client.deadline = clock.monotonic() + tuning.timeout  # type: ignore[attr-defined]
+
+    @property
+    def lease_doubt(self) -> bool:
+        return self.leases.doubt
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
 
