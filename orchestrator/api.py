@@ -17,7 +17,10 @@ from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import check_endpoint_url, resolve_endpoints
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Tuning
+from orchestrator.engine.completeness import left_behind
 from orchestrator.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
     ConfigError,
 )
 from orchestrator.lifecycle import OUTCOMES, exit_code_for, outcome_of
@@ -89,8 +92,11 @@ class RunSummary:
     jobs: list[dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    left_behind: list[dict[str, Any]] = field(default_factory=list)
+
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "exit_code": self.exit_code, "counts": self.counts, "jobs": self.jobs}
+        return {"run_id": self.run_id, "exit_code": self.exit_code, "counts": self.counts, "jobs": self.jobs,
+                "left_behind": self.left_behind}
 
 
 def summarize(store: Store, run_id: str) -> RunSummary:
@@ -102,7 +108,11 @@ def summarize(store: Store, run_id: str) -> RunSummary:
         jobs.append({"job_id": t.job_id, "outcome": outcome, "local_state": t.state.value,
                      "remote_status": t.last_status, "reason": t.reason, "name": t.name})
     ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
-    return RunSummary(run_id, exit_code_for(ordered), ordered, jobs)
+    left = left_behind(store, run_id)
+    code = exit_code_for(ordered)
+    if left and code == EXIT_OK:
+        code = EXIT_INCOMPLETE
+    return RunSummary(run_id, code, ordered, jobs, left_behind=left)
 
 
 async def plan(client: DrsClient, selection: Selection, endpoint: str, clock: Clock) -> Plan:

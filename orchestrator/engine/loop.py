@@ -20,13 +20,14 @@ from typing import Any
 
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
+from orchestrator.engine.completeness import final_check
 from orchestrator.engine.decide import Decision, Tracked, children_verdict, needs_fresh_reading, on_deadline
 from orchestrator.engine.leases import Leases
 from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.reads import Reader
 from orchestrator.engine.sends import Sender
 from orchestrator.engine.tuning import Tuning
-from orchestrator.errors import EngineAbort, LeaseLost
+from orchestrator.errors import EXIT_INCOMPLETE, EngineAbort, LeaseLost
 from orchestrator.lifecycle import (
     OUTCOMES,
     TERMINAL,
@@ -71,6 +72,7 @@ class Engine:
         self.leases = Leases(store, run_id, ctx, tuning, clock, shared=self.shared, stats=self.stats)
         self.book = ProgressBook(clock, tuning, progress)
         self.abort: EngineAbort | None = None
+        self.left_behind: list[dict[str, Any]] = []  # what the final check found still present
         self._stop_sent: dict[str, datetime] = {}
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
@@ -213,6 +215,8 @@ class Engine:
                     and self.store.active_count(self.run_id) and self.clock.now() < self.deadline:
                 await self.clock.sleep(min(self.tuning.lease_check, self.tuning.poll_interval))
                 await self.work()
+            if not self.stop_event.is_set() and not self.store.active_count(self.run_id):
+                self.left_behind = await final_check(self)
         finally:
             self._record_end(interrupted=self.stop_event.is_set() or self.abort is not None)
         if self.abort is not None:
@@ -228,7 +232,7 @@ class Engine:
         active = store.active_count(run_id)
         if active == 0:
             counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
-            code = exit_code_for(counts)
+            code = max(exit_code_for(counts), EXIT_INCOMPLETE if self.left_behind else 0)
             ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
             # With several workers the first to see the run done records it, once (under the run row's lock).
             store.finish_run(run_id, self.ctx, Event(trigger="run_finished", outcome=str(code),

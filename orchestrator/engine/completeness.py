@@ -1,0 +1,66 @@
+"""The completeness check that closes every run: what the run removed (or found gone) is read once more, and
+anything the service still shows is reported by id with its status, so exit 0 means the selection is gone.
+
+The finding is recorded in the trail (`completeness_check` for the run, `left_behind` per task) and returned to
+the caller; a task the check cannot read counts as left behind (fail closed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.drs.codes import NOT_FOUND_CODES
+from orchestrator.errors import AuthFailure, DrsError
+from orchestrator.lifecycle import TaskState
+from orchestrator.store.repo import Event, Store
+
+if TYPE_CHECKING:
+    from orchestrator.engine.loop import Engine
+
+SHOULD_BE_GONE = (TaskState.DELETED, TaskState.SKIPPED)
+
+
+async def final_check(e: Engine) -> list[dict[str, Any]]:
+    """Read every task that should be gone; record and return those still present."""
+    tasks = [t for t in e.store.tasks(e.run_id) if t.state in SHOULD_BE_GONE]
+    if not tasks:
+        return []
+    ids = [t.job_id for t in tasks]
+    left: list[dict[str, Any]] = []
+    try:
+        answers = await e.client.batch_status(ids)
+    except (AuthFailure, DrsError) as exc:
+        left = [{"job_id": j, "status": None, "reason": f"completeness check could not read it: {exc.message}"}
+                for j in ids]
+    else:
+        for t in tasks:
+            answer = answers.get(t.job_id)
+            if answer is None:
+                left.append({"job_id": t.job_id, "status": None,
+                             "reason": "completeness check: batch-status did not return it"})
+                continue
+            item = answer.item
+            if item.error_code in NOT_FOUND_CODES or item.status == "DELETED":
+                continue
+            if item.error_code:
+                why = f"completeness check could not read it: {item.error_code}"
+            else:
+                done = "deleted" if t.state is TaskState.DELETED else "found gone"
+                why = f"still present ({item.status}) although the run {done} it"
+            left.append({"job_id": t.job_id, "status": item.status, "reason": why})
+    now = e.clock.now()
+    events = [Event(trigger="left_behind", job_id=x["job_id"], from_state=None, to_state=None,
+                    remote_status=x["status"], detail=x["reason"]) for x in left]
+    events.append(Event(trigger="completeness_check", detail=f"read {len(ids)} task(s) that should be gone; "
+                        f"{len(left)} still present"))
+    if e.exchanges:
+        e.store.record_exchanges(e.run_id, e.ctx.worker, e.exchanges)
+        e.exchanges = []
+    e.store.append_events(e.run_id, e.ctx, events, now)
+    return left
+
+
+def left_behind(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """What the run's completeness check found still present (from the trail)."""
+    return [{"job_id": r.job_id, "status": r.remote_status, "reason": r.detail}
+            for r in store.records(run_id) if r.trigger == "left_behind"]
