@@ -196,6 +196,33 @@ async def children_of_ids(client: DrsClient, details: dict[str, JobDetail], expl
     return found
 
 
+UNSURE_REREADS = 3  # a detail that is missing, unknown or unreadable is read again this many times before deciding
+
+
+def _unsure(detail: JobDetail | None) -> bool:
+    if detail is None:
+        return True
+    if detail.error_code:
+        return detail.error_code not in NOT_FOUND_CODES
+    return classify(detail.status) is StatusClass.UNKNOWN
+
+
+async def read_details(client: DrsClient, ids: Sequence[str]) -> dict[str, JobDetail]:
+    """batch-detail for `ids`; reads are idempotent, so an id whose answer is missing, unknown or an error is read
+    again (with backoff) before the plan decides on it — one bad answer never blocks a task."""
+    if not ids:
+        return {}
+    details = {k: a.item for k, a in (await client.batch_detail(ids)).items()}
+    for attempt in range(UNSURE_REREADS):
+        unsure = [i for i in ids if _unsure(details.get(i))]
+        if not unsure:
+            break
+        await client.clock.sleep(0.5 * 2 ** attempt)
+        details.update({k: a.item for k, a in (await client.batch_detail(unsure)).items()
+                        if not _unsure(a.item) or k not in details})
+    return details
+
+
 def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
            parent_of: dict[str, str] | None = None, children: dict[str, list[str]] | None = None) -> PlanItem:
     """The policy for one task, from its freshly read detail (and the list's parent/child relations)."""
@@ -243,13 +270,13 @@ async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, n
     """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide."""
     selection.validate()
     ids, listed, children = await resolve(client, selection)
-    details = {k: a.item for k, a in (await client.batch_detail(ids)).items()} if ids else {}
+    details = await read_details(client, ids)
     children.update(await children_of_ids(client, details, selection.job_ids, children))
     # Children go with their parents: planned as tasks of their own, right after the parent.
     parent_of = {c: p for p, kids in children.items() for c in kids}
     extra = sorted({c for kids in children.values() for c in kids} - set(details) - set(ids))
     if extra:
-        details.update({k: a.item for k, a in (await client.batch_detail(extra)).items()})
+        details.update(await read_details(client, extra))
     parent_ids = {d.parent_id for d in details.values() if d.parent_id} - set(details)
     parents = {k: a.item for k, a in (await client.batch_detail(sorted(parent_ids))).items()} if parent_ids else {}
     parents.update(details)

@@ -155,7 +155,7 @@ def test_no_delete_without_a_deletable_observation(tmp_path: Path, ids: list[str
     records = store.records(run_id)
     finished: set[str] = set()
     for r in records:
-        if r.job_id is None:
+        if r.job_id is None or r.to_state is None:  # run-level events, completeness findings
             continue
         assert r.job_id not in finished, f"{r.job_id} moved after reaching a terminal state: {r.trigger}"
         if r.to_state in {s.value for s in TERMINAL}:
