@@ -173,7 +173,9 @@ def test_dual_active_parent_carries_children_and_a_child_alone_is_blocked(sqlite
         assert job["outcome"] == "blocked" and parent in job["reason"]
         both = cli(["run", parent, child, "--yes", "--output", "json", *FAST], env_for(url, sqlite_db))
         outcomes = {j["job_id"]: j["outcome"] for j in doc(both)["jobs"]}
-        assert outcomes == {parent: "deleted", child: "skipped"}
+        # Both children go with the parent (issue 11): carried by it, skipped, and checked gone at the end.
+        assert outcomes == {parent: "deleted", **dict.fromkeys(sim.jobs[parent]["child_ids"], "skipped")}
+        assert doc(both)["left_behind"] == [] and both.exit_code == 0
         assert sim.violations.get("child_id", 0) == 0
 
 

@@ -83,10 +83,8 @@ class Service:
         results = []
         for job_id in body["jobs"]:
             job = self.jobs[job_id]
-            if fault == "stale" and job.history:
-                status = job.history[max(0, len(job.history) - 3)]
-            else:
-                status = job.read()
+            stale = fault == "stale" and job.history
+            status = job.history[max(0, len(job.history) - 3)] if stale else job.read()
             if status == "DELETED":
                 results.append({"id": job_id, "status": "DELETED"})
                 self.last_served[job_id] = status
