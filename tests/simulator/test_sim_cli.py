@@ -96,7 +96,7 @@ def test_serve_rejects_an_unknown_profile() -> None:
 def test_simulator_group_is_a_click_group() -> None:
     import click
 
-    from orchestrator.simulator.cli import simulator_group
+    from orchestrator.simulator.command import simulator_group
 
     assert isinstance(simulator_group, click.Group)
     assert simulator_group.name == "simulator" and "serve" in simulator_group.commands

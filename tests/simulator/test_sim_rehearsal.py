@@ -25,6 +25,7 @@ class CarefulClient:
     def __init__(self, api_http: httpx.Client, clock: ManualClock) -> None:
         self.http = api_http
         self.clock = clock
+        self.children: dict[str, list[str]] = {}
 
     def call(
         self, method: str, path: str, body: dict[str, Any], *, idempotent: bool
@@ -63,9 +64,11 @@ class CarefulClient:
             for job in r.json()["jobs"]:
                 ids.append(job["id"])
                 # Dual-active nodes go with their parent; re-edit sub-tasks are stopped on their own.
-                ids += [
+                reedit = [
                     c["id"] for c in job["children"] if c["status"].startswith(("CHILD_", "RELEASE_CHILD_"))
                 ]
+                self.children[job["id"]] = reedit
+                ids += reedit
         period: set[str] = set()
         for i in range(0, len(ids), 10):
             r = self.call(
@@ -85,6 +88,9 @@ class CarefulClient:
                 return
             items = []
             for job_id, status in seen.items():
+                if status in DELETABLE and any(seen.get(c) not in (None, "DELETED")
+                                               for c in self.children.get(job_id, ())):
+                    continue  # a parent goes after its re-edit children, or they stay behind orphaned
                 if status in DELETABLE:
                     items.append({"job_id": job_id, "delete_type": "delete"})
                 elif status in STOPPABLE:

@@ -1,4 +1,9 @@
-"""Gateway authentication: IAM tokens (issued and configured) and AK/SK SDK-HMAC-SHA256 verification."""
+"""Gateway authentication: IAM tokens (issued and configured) and AK/SK SDK-HMAC-SHA256 verification.
+
+Several simulators can stand for several regions of one account: they then share one `IamDirectory` (the
+tokens IAM issued and the projects it knows), so a token scoped to project A is recognised by region B's
+gateway, and refused there for B's path with 403 DRS.M00261.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from orchestrator.clock import Clock
 from orchestrator.drs import signing
 
-from .clock import Clock
+from .messages import keystone_error
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,32 @@ class _Token:
     expires_at: datetime
 
 
+class IamDirectory:
+    """What IAM knows, shared by the simulators of one account: issued tokens and projects by name and id."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tokens: dict[str, _Token] = {}
+        self.projects: dict[str, str] = {}  # project name (the region) -> project id
+
+    def add_project(self, name: str, project_id: str) -> None:
+        with self.lock:
+            known = self.projects.get(name)
+            if known is not None and known != project_id:
+                raise ValueError(f"project {name!r} is already {known}")
+            self.projects[name] = project_id
+
+    def find_project(self, wanted: dict[str, Any]) -> tuple[str, str] | None:
+        """(name, id) of the project a scope names by id and/or name, None when no such project."""
+        with self.lock:
+            for name, project_id in self.projects.items():
+                if wanted.get("id") in (None, project_id) and wanted.get("name") in (None, name):
+                    if wanted.get("id") is None and wanted.get("name") is None:
+                        return None
+                    return name, project_id
+        return None
+
+
 class Authenticator:
     """Holds the accepted credentials and checks a request's headers against them."""
 
@@ -53,8 +85,11 @@ class Authenticator:
         iam_users: Iterable[tuple[str, str, str]] = (),
         token_ttl_seconds: float = 86400.0,
         region: str = "cn-north-4",
+        directory: IamDirectory | None = None,
     ) -> None:
-        self._lock = threading.Lock()
+        self.directory = directory or IamDirectory()
+        self.directory.add_project(region, project_id)
+        self._lock = self.directory.lock
         self.clock = clock
         self.project_id = project_id
         self.region = region
@@ -64,7 +99,9 @@ class Authenticator:
         self.token_ttl_seconds = token_ttl_seconds
         # Configured tokens are valid for the project until expire_all(); a far-future expiry means "never".
         far = datetime(9999, 1, 1, tzinfo=UTC)
-        self._tokens: dict[str, _Token] = {t: _Token("configured", project_id, far) for t in tokens}
+        self._tokens = self.directory.tokens
+        with self._lock:
+            self._tokens.update({t: _Token("configured", project_id, far) for t in tokens})
 
     # -- tokens -------------------------------------------------------------------------------------------
 
@@ -89,17 +126,14 @@ class Authenticator:
         scope = auth.get("scope") if isinstance(auth, dict) else None
         project: dict[str, Any] | None = None
         if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
-            wanted = scope["project"]
-            if wanted.get("id") not in (None, self.project_id) or wanted.get("name") not in (
-                None,
-                self.region,
-            ):
+            found = self.directory.find_project(scope["project"])
+            if found is None:
                 return _keystone(
                     401, "Unauthorized", "The project in scope does not exist or is not accessible."
                 )
             project = {
-                "id": self.project_id,
-                "name": self.region,
+                "id": found[1],
+                "name": found[0],
                 "domain": {"id": _hex_id(domain), "name": domain},
             }
         now = self.clock.now()
@@ -198,7 +232,7 @@ class Authenticator:
 
 
 def _keystone(status: int, title: str, message: str) -> tuple[int, dict[str, Any], None]:
-    return status, {"error": {"code": status, "message": message, "title": title}}, None
+    return status, keystone_error(status, title, message), None
 
 
 def _iso(when: datetime) -> str:
