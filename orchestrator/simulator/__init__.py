@@ -10,7 +10,7 @@ from .faults import KNOB_FAULTS
 from .jobs import JobSpec
 from .ledger import VIOLATIONS
 from .machine import DRIFTS
-from .profile import ROUTES, ApiFaults, Profile, load_profile
+from .profiles import ROUTES, ApiFaults, Profile, load_profile
 
 # The simulator's old name for the real clock.
 SystemClock = RealClock

@@ -11,7 +11,7 @@ from types import FrameType
 import click
 
 from .core import DEFAULT_PROJECT_ID, Simulator
-from .profile import load_profile
+from .profiles import load_profile
 
 
 def _credentials_from_env() -> tuple[dict[str, str], dict[str, str], set[tuple[str, str, str]]]:

@@ -22,7 +22,7 @@ from .inspection import inspect
 from .jobs import JobSpec
 from .ledger import Ledger
 from .machine import StatusMachine
-from .profile import Profile, load_profile
+from .profiles import Profile, load_profile
 from .seeding import seed_world
 from .server import SimulatorServer
 from .state import WorldState

@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.clock import Clock
 
 from .answers import ANSWER_FAULTS
-from .profile import READ_ROUTES, ROUTES, ApiFaults, Profile
+from .profiles import READ_ROUTES, ROUTES, ApiFaults, Profile
 
 TRANSPORT_FAULTS: tuple[str, ...] = ("drop_before", "drop_after", "error_5xx", "latency")
 KNOB_FAULTS: tuple[str, ...] = (*TRANSPORT_FAULTS, *ANSWER_FAULTS)

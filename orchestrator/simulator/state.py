@@ -10,7 +10,7 @@ from orchestrator.clock import Clock
 
 from .jobs import Job
 from .ledger import Ledger
-from .profile import Profile
+from .profiles import Profile
 
 
 class WorldState:
