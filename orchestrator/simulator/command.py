@@ -52,6 +52,8 @@ def simulator_group() -> None:
 )
 @click.option("--token", "tokens", multiple=True, help="An X-Auth-Token to accept (repeatable).")
 @click.option("--job-status", default=None, help="Seed every task in this one status (benchmarks).")
+@click.option("--region", default="cn-north-4", show_default=True,
+              help="The region this simulator stands for (the project name IAM scopes tokens to).")
 def serve(
     host: str,
     port: int,
@@ -61,8 +63,13 @@ def serve(
     profile: str,
     tokens: tuple[str, ...],
     job_status: str | None,
+    region: str,
 ) -> None:
-    """Serve the simulator until SIGINT/SIGTERM; the first line of stdout is `listening on URL`.
+    """Serve the simulator until SIGINT/SIGTERM (exit 0).
+
+    The first line of stdout is `listening on URL project PROJECT_ID region REGION` (fields split on spaces),
+    flushed at once, so a parent process can read the URL and the project id from it. The same server answers
+    DRS (/v3/{project_id}/jobs...), IAM (/v3/auth/tokens), BSS (/v2/orders/...) and inspection (/_sim/...).
 
     AK/SK pairs come from HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN), an IAM
     user from DRS_TEARDOWN_IAM_USER / _IAM_PASSWORD / _IAM_DOMAIN.
@@ -83,6 +90,7 @@ def serve(
             iam_users=users,
             security_tokens=security,
             job_status=job_status,
+            region=region,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -94,7 +102,7 @@ def serve(
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     with sim.serve(host, port) as url:
-        click.echo(f"listening on {url}")
+        click.echo(f"listening on {url} project {project_id} region {region}")
         sys.stdout.flush()
         click.echo(
             f"project {project_id}, {len(sim.jobs)} tasks (seed {seed}), profile {loaded.name}; "

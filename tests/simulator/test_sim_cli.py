@@ -44,7 +44,9 @@ def test_serve_prints_url_serves_and_stops_on_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("listening on http://127.0.0.1:"), line
-        url = line.removeprefix("listening on ")
+        words = line.split()
+        assert words[3:] == ["project", PROJECT, "region", "cn-north-4"], line
+        url = words[2]
         with httpx.Client(base_url=url, headers={"Content-Type": "application/json"}) as c:
             jobs = c.get("/_sim/jobs").json()["jobs"]
             assert len(jobs) == 12
