@@ -171,9 +171,12 @@ class StatusMachine:
             self.scripts[job_id] = [change, after_reads]
 
     def served(self, job: Job, shown: str | None) -> None:
-        """A read answer showed the task (with this status): scripted changes count down, random drift may hit."""
-        if shown == job.status:
-            job.drift_pending = False
+        """A read answer showed the task (with this status): scripted changes count down, random drift may hit.
+
+        An answer that showed another status than the true one (a stale read) leaves the client's view wrong
+        through no fault of its own: its next refusal is excused like one after drift.
+        """
+        job.drift_pending = shown != job.status
         script = self.scripts.get(job.id)
         if script is not None:
             script[1] = int(script[1]) - 1
