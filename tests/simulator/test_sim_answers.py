@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from orchestrator.simulator import ANSWER_FAULTS, JobSpec, ManualClock, load_profile
+from orchestrator.simulator import ANSWER_FAULTS, ManualClock, load_profile
 
 from .conftest import PROJECT, TOKEN, Api, SimFactory, add, raw
 

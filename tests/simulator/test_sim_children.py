@@ -130,7 +130,7 @@ def test_non_hex_in_the_first_groups_fails_the_whole_call(make_sim: SimFactory, 
 
 
 def test_alphanumeric_last_group_is_the_documented_shape(make_sim: SimFactory) -> None:
-    sim, api = make_sim()
+    _sim, api = make_sim()
     r = api.status(["4c6ac8c0-2f51-426a-97b2-cb2c668jb201"])
     assert r.status_code == 200
     assert r.json()["results"][0]["error_code"] == "DRS.M00289"
