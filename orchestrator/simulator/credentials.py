@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
@@ -45,13 +46,49 @@ class _Token:
     expires_at: datetime
 
 
-class IamDirectory:
-    """What IAM knows, shared by the simulators of one account: issued tokens and projects by name and id."""
+# The account's token signing key: simulators in separate processes verify each other's tokens with it, as
+# every region's gateway verifies IAM's (PKI) tokens. A test value, not a secret.
+ACCOUNT_KEY = b"drs-simulator-account"
 
-    def __init__(self) -> None:
+
+class IamDirectory:
+    """What IAM knows, shared by the simulators of one account: issued tokens and projects by name and id.
+
+    Issued tokens also carry their own signed claims (user, project, expiry), so a simulator that did not
+    issue a token (another process standing for another region) still accepts it.
+    """
+
+    def __init__(self, key: bytes = ACCOUNT_KEY) -> None:
         self.lock = threading.Lock()
+        self.key = key
         self.tokens: dict[str, _Token] = {}
         self.projects: dict[str, str] = {}  # project name (the region) -> project id
+        self.expired_before: datetime | None = None  # expire_all(): signed tokens issued before are expired
+
+    def mint(self, user: str, project_id: str | None, issued: datetime, expires: datetime) -> str:
+        claims = json.dumps({"u": user, "p": project_id, "i": issued.timestamp(), "e": expires.timestamp(),
+                             "n": secrets.token_hex(16)}, separators=(",", ":")).encode()
+        mac = hmac.new(self.key, claims, hashlib.sha256).digest()
+        return "MII" + _b64(claims) + "." + _b64(mac)
+
+    def verify(self, token: str) -> _Token | None:
+        """The claims of a token this account signed (None: not one of ours, or tampered with)."""
+        if not token.startswith("MII") or "." not in token:
+            return None
+        try:
+            claims_part, mac_part = token[3:].split(".", 1)
+            claims = _unb64(claims_part)
+            if not hmac.compare_digest(hmac.new(self.key, claims, hashlib.sha256).digest(), _unb64(mac_part)):
+                return None
+            data = json.loads(claims)
+            issued = datetime.fromtimestamp(float(data["i"]), UTC)
+            expires = datetime.fromtimestamp(float(data["e"]), UTC)
+        except (ValueError, KeyError, TypeError):
+            return None
+        with self.lock:
+            if self.expired_before is not None and issued < self.expired_before:
+                expires = min(expires, self.expired_before)
+        return _Token(str(data["u"]), data["p"], expires)
 
     def add_project(self, name: str, project_id: str) -> None:
         with self.lock:
@@ -138,7 +175,7 @@ class Authenticator:
             }
         now = self.clock.now()
         expires = now + timedelta(seconds=self.token_ttl_seconds)
-        token = "MII" + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode().rstrip("=")
+        token = self.directory.mint(name, project["id"] if project else None, now, expires)
         with self._lock:
             self._tokens[token] = _Token(name, project["id"] if project else None, expires)
         out: dict[str, Any] = {
@@ -165,6 +202,7 @@ class Authenticator:
         with self._lock:
             for tok in self._tokens.values():
                 tok.expires_at = min(tok.expires_at, now)
+            self.directory.expired_before = now
 
     # -- request checks -----------------------------------------------------------------------------------
 
@@ -185,6 +223,8 @@ class Authenticator:
             return AuthOutcome("none", error_code="APIGW.0301", error_detail="x-auth-token not found")
         with self._lock:
             found = self._tokens.get(token)
+        if found is None:
+            found = self.directory.verify(token)
         if found is None:
             return AuthOutcome("token", error_code="APIGW.0301", error_detail="decrypt token fail")
         if self.clock.now() >= found.expires_at:
@@ -233,6 +273,14 @@ class Authenticator:
 
 def _keystone(status: int, title: str, message: str) -> tuple[int, dict[str, Any], None]:
     return status, keystone_error(status, title, message), None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _iso(when: datetime) -> str:
