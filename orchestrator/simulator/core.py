@@ -22,7 +22,7 @@ from .inspection import inspect
 from .jobs import JobSpec
 from .ledger import Ledger
 from .machine import StatusMachine
-from .profiles import Profile, load_profile
+from .profiles import Profile, checked_changes, load_profile
 from .seeding import seed_world
 from .server import SimulatorServer
 from .state import WorldState
@@ -154,7 +154,7 @@ class Simulator:
 
     def configure(self, **changes: Any) -> None:
         """Change profile keys at run time (e.g. children_top_level=True, unknown_id_results="failing")."""
-        profile = replace(self.profile, **changes)
+        profile = replace(self.profile, **checked_changes(changes))
         self.profile = self.state.profile = self.faults.profile = profile
 
     # -- inspection ---------------------------------------------------------------------------------------

@@ -153,6 +153,12 @@ def _behaviour(raw: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def checked_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Run-time changes of [behaviour] keys, validated as a profile file's would be (other keys pass as given)."""
+    behaviour = {k: v for k, v in changes.items() if k in _BEHAVIOUR_KEYS}
+    return {**changes, **_behaviour(behaviour)}
+
+
 def parse_profile(data: Mapping[str, Any], name: str) -> Profile:
     """Validate a decoded TOML document into a Profile; unknown keys are errors, not silently ignored."""
     unknown = set(data) - {"timing", "behaviour", "faults", "description"}

@@ -171,3 +171,18 @@ def test_breakpoint_on_mysql_sync_and_migration_only(make_sim: SimFactory, clock
         assert re.fullmatch(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}:1-\d+", details[job]["gtid"])
         assert re.fullmatch(r"mysql-bin\.\d{6}:\d+", details[job]["incre_start_position"])
     assert details[mongo]["gtid"] == "" and details[mongo]["incre_start_position"] == ""
+
+
+def test_inspection_of_bss_calls_counters_and_behaviour(make_sim: SimFactory) -> None:
+    sim, api = make_sim()
+    sim.add_job(JobSpec(period_order_id=ORDER))
+    _resources(api.url)
+    calls = raw.get(f"{api.url}/_sim/bss-calls").json()["bss_calls"]
+    assert [(c["call"], c["order_ids"]) for c in calls] == [("query", [ORDER])]
+    assert raw.get(f"{api.url}/_sim/counters").json()["bss_calls"] == {ORDER: {"query": 1}}
+    r = raw.post(f"{api.url}/_sim/behaviour", json={"children_top_level": True, "unsubscribed_order": "canceled"})
+    assert r.status_code == 200 and sim.profile.children_top_level and sim.profile.unsubscribed_order == "canceled"
+    assert raw.post(f"{api.url}/_sim/behaviour", json={"no_such_key": 1}).status_code == 400
+    assert raw.post(f"{api.url}/_sim/behaviour", json={"unsubscribed_order": "gone"}).status_code == 400
+    sim.reset_counters()
+    assert sim.bss_calls == [] and sim.bss_counts() == {}
