@@ -66,6 +66,7 @@ class Profile:
     unsubscribed_order: str = "cleared"
     drift_rate: float = 0.0
     unsubscribe_refuse_rate: float = 0.0
+    job_id_style: str = "uuid"
     faults: Mapping[str, ApiFaults] = field(default_factory=dict)
 
     def faults_for(self, route: str) -> ApiFaults:
@@ -85,6 +86,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "batch_status_unknown_http_status": (200, 400),
     "unknown_id_results": ("all", "failing"),
     "unsubscribed_order": ("cleared", "canceled"),
+    "job_id_style": ("uuid", "drs"),
 }
 _BEHAVIOUR_KEYS = {*_RATES, *_FLAGS, *_CHOICES, "batch_jobs_max_items"}
 _FAULT_KEYS = {f.name for f in fields(ApiFaults)}

@@ -35,8 +35,12 @@ class World:
     # -- adding tasks -------------------------------------------------------------------------------------
 
     def new_id(self) -> str:
-        """A version-4 UUID drawn from the seeded RNG."""
-        return str(uuid.UUID(int=self.state.id_rng.getrandbits(128), version=4))
+        """A version-4 UUID drawn from the seeded RNG; with job_id_style "drs", shaped like the documented ids
+        (the last group ends in "jb" and two digits, e.g. ...-1040402fjb21)."""
+        value = str(uuid.UUID(int=self.state.id_rng.getrandbits(128), version=4))
+        if self.state.profile.job_id_style == "drs":
+            value = f"{value[:-4]}jb{self.state.id_rng.randint(0, 99):02d}"
+        return value
 
     def add(
         self,

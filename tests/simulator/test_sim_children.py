@@ -134,3 +134,15 @@ def test_alphanumeric_last_group_is_the_documented_shape(make_sim: SimFactory) -
     r = api.status(["4c6ac8c0-2f51-426a-97b2-cb2c668jb201"])
     assert r.status_code == 200
     assert r.json()["results"][0]["error_code"] == "DRS.M00289"
+
+
+def test_drs_style_ids_work_everywhere(make_sim: SimFactory, clock: ManualClock) -> None:
+    sim, api = make_sim(profile=load_profile("fast").with_overrides(job_id_style="drs"))
+    parent = sim.add_job(JobSpec(children=1))
+    child = sim.jobs[parent]["child_ids"][0]
+    assert all(i[-4:-2] == "jb" and i[-2:].isdigit() for i in (parent, child))
+    assert api.results(parent, child, action="terminate")[0]["status"] == "success"
+    clock.advance(1)
+    assert api.status([parent, child]).json()["results"][1]["status"] == "RELEASE_CHILD_TRANSFER_COMPLETE"
+    assert {r["status"] for r in api.results(child, action="delete")} == {"success"}
+    assert not sim.violations
