@@ -1,6 +1,6 @@
 """`python -m orchestrator.simulator serve ...`: the simulator without the main CLI."""
 
-from .cli import simulator_group
+from .command import simulator_group
 
 if __name__ == "__main__":
     simulator_group(prog_name="python -m orchestrator.simulator")

@@ -6,15 +6,16 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrator.drs.codes import ALL_STATUSES
 
+from .batch_rules import DELETE_TYPES
 from .jobs import DB_USE_TYPES
-from .world import DELETE_TYPES
 
-T = TypeVar("T")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# The documented shape of a job id: 8-4-4-4 hex, then 12 alphanumerics (ids like ...-cb2c668jb201, HW-DEL).
+# The check ignores case; finding the task does not (an upper-case copy of a real id is not found).
+_JOB_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-zA-Z]{12}$")
 MAX_PER_PAGE = 100
 MAX_NAME_IDS = 100
 
@@ -28,8 +29,9 @@ class BadRequest(Exception):
         self.arg = arg
 
 
-def is_uuid(value: object) -> bool:
-    return isinstance(value, str) and bool(_UUID.match(value))
+def is_job_id(value: object) -> bool:
+    """Whether a value has the documented job id shape (whether such a task exists is another matter)."""
+    return isinstance(value, str) and bool(_JOB_ID.match(value))
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def parse_id_batch(data: dict[str, Any]) -> IdBatch:
     if not isinstance(jobs, list):
         raise BadRequest("DRS.M00202", "jobs")
     for job_id in jobs:
-        if not is_uuid(job_id):
+        if not is_job_id(job_id):
             raise BadRequest("DRS.M00202", "jobs")
     if len(set(jobs)) != len(jobs):
         raise BadRequest("DRS.M00301", "job ids")
@@ -122,7 +124,7 @@ def parse_batch_jobs(data: dict[str, Any], max_items: int) -> list[tuple[str, st
             raise BadRequest("DRS.M00201", "job_id")
         if delete_type is None:
             raise BadRequest("DRS.M00201", "delete_type")
-        if not is_uuid(job_id):
+        if not is_job_id(job_id):
             raise BadRequest("DRS.M00202", "job_id")
         if delete_type not in DELETE_TYPES:
             raise BadRequest("DRS.M00202", "delete_type")
@@ -195,9 +197,9 @@ def parse_list(data: dict[str, Any]) -> ListQuery:
     name = _text(data, "name")
     ids: frozenset[str] = frozenset()
     parts = [p.strip() for p in name.split(",")] if name else []
-    if len(parts) > 1 or (parts and is_uuid(parts[0])):
+    if len(parts) > 1 or (parts and is_job_id(parts[0])):
         # Several comma-separated values are ids (at most 100, SDK 3.1.219); a single uuid is an id too.
-        if len(parts) > MAX_NAME_IDS or not all(is_uuid(p) for p in parts):
+        if len(parts) > MAX_NAME_IDS or not all(is_job_id(p) for p in parts):
             raise BadRequest("DRS.M00202", "name")
         ids = frozenset(parts)
     return ListQuery(

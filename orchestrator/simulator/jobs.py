@@ -137,10 +137,23 @@ class Job:
     purge_at: float | None = None
     enterprise_project_id: str = "0"
     inst_ip: str = "192.168.0.10"
+    # Statuses entered, oldest first (a stale read serves the one before the current).
+    history: list[str] = field(default_factory=list)
+    # A scripted or random change happened since the task was last served in a read answer: the first refusal
+    # it causes is the world's doing, not the client's (counted in drift_refusals, not as a violation).
+    drift_pending: bool = False
+    # The BSS resource the yearly/monthly order bills (not the job id, reference §3).
+    resource_id: str = ""
+    order_id: str = ""  # the order it was billed under; kept after period_order is cleared
+    unsubscribed: bool = False  # BSS accepted the unsubscribe; the task releases itself
 
     def is_period(self) -> bool:
         """A yearly/monthly task whose order has not been unsubscribed."""
         return bool(self.period_order.get("order_id")) and self.order_active
+
+    def is_releasing_after_unsubscribe(self) -> bool:
+        """Unsubscribed, not yet released: terminate and delete stay refused until RELEASE_RESOURCE_COMPLETE."""
+        return self.unsubscribed and self.status not in DELETABLE and self.status != "DELETED"
 
 
 def list_time(when: datetime) -> str:

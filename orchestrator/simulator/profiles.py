@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 # The APIs a fault section may name; `default` applies to every API unless that API's section overrides a key.
-ROUTES: tuple[str, ...] = ("tokens", "list", "batch-status", "batch-detail", "batch-jobs")
+ROUTES: tuple[str, ...] = (
+    "tokens", "list", "batch-status", "batch-detail", "batch-jobs", "bss-query", "bss-unsubscribe",
+)
+# The read APIs: only their answers can be malformed, partial, stale, trickled or huge.
+READ_ROUTES: tuple[str, ...] = ("list", "batch-status", "batch-detail")
 
 
 @dataclass(frozen=True)
 class ApiFaults:
-    """Faults injected on one API."""
+    """Faults injected on one API (the read-answer faults act only on the read APIs)."""
 
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
@@ -26,6 +30,19 @@ class ApiFaults:
     throttle_rate: float = 0.0
     throttle_burst: float = 0.0
     busy_rate: float = 0.0
+    # Read answers (list, batch-status, batch-detail): malformed, partial, stale, slow.
+    not_json_rate: float = 0.0
+    truncated_rate: float = 0.0
+    short_read_rate: float = 0.0
+    results_null_rate: float = 0.0
+    array_rate: float = 0.0
+    unknown_status_rate: float = 0.0
+    missing_ids_rate: float = 0.0
+    stale_rate: float = 0.0
+    trickle_rate: float = 0.0
+    trickle_byte_ms: float = 50.0
+    freeze_rate: float = 0.0
+    freeze_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -36,12 +53,20 @@ class Profile:
     create_seconds: tuple[float, float] = (2.0, 4.0)
     start_seconds: tuple[float, float] = (2.0, 4.0)
     release_seconds: tuple[float, float] = (2.0, 4.0)
+    unsubscribe_release_delay_seconds: tuple[float, float] = (1.0, 3.0)
     deleted_retention_seconds: float = 60.0
     token_ttl_seconds: float = 86400.0
     release_fail_rate: float = 0.0
     create_fail_rate: float = 0.0
     batch_jobs_max_items: int = 100
     batch_status_unknown_http_status: int = 200
+    unknown_id_results: str = "all"
+    children_top_level: bool = False
+    parent_stop_reaches_children: bool = False
+    unsubscribed_order: str = "cleared"
+    drift_rate: float = 0.0
+    unsubscribe_refuse_rate: float = 0.0
+    job_id_style: str = "uuid"
     faults: Mapping[str, ApiFaults] = field(default_factory=dict)
 
     def faults_for(self, route: str) -> ApiFaults:
@@ -53,19 +78,17 @@ class Profile:
         return replace(self, **changes)
 
 
-_TIMING_KEYS = {
-    "create_seconds",
-    "start_seconds",
-    "release_seconds",
-    "deleted_retention_seconds",
-    "token_ttl_seconds",
+_SPANS = ("create_seconds", "start_seconds", "release_seconds", "unsubscribe_release_delay_seconds")
+_TIMING_KEYS = {*_SPANS, "deleted_retention_seconds", "token_ttl_seconds"}
+_RATES = ("release_fail_rate", "create_fail_rate", "drift_rate", "unsubscribe_refuse_rate")
+_FLAGS = ("children_top_level", "parent_stop_reaches_children")
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "batch_status_unknown_http_status": (200, 400),
+    "unknown_id_results": ("all", "failing"),
+    "unsubscribed_order": ("cleared", "canceled"),
+    "job_id_style": ("uuid", "drs"),
 }
-_BEHAVIOUR_KEYS = {
-    "release_fail_rate",
-    "create_fail_rate",
-    "batch_jobs_max_items",
-    "batch_status_unknown_http_status",
-}
+_BEHAVIOUR_KEYS = {*_RATES, *_FLAGS, *_CHOICES, "batch_jobs_max_items"}
 _FAULT_KEYS = {f.name for f in fields(ApiFaults)}
 
 
@@ -114,6 +137,30 @@ def _faults(section: str, raw: Mapping[str, Any], base: ApiFaults) -> ApiFaults:
     return replace(base, **values)
 
 
+def _behaviour(raw: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _RATES:
+            values[key] = _rate(key, value)
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+            values[key] = value
+        elif key in _CHOICES:
+            if value not in _CHOICES[key] or isinstance(value, bool):
+                raise ValueError(f"{key} must be one of {list(_CHOICES[key])}, got {value!r}")
+            values[key] = value
+        else:  # batch_jobs_max_items
+            values[key] = int(_nonneg(key, value))
+    return values
+
+
+def checked_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Run-time changes of [behaviour] keys, validated as a profile file's would be (other keys pass as given)."""
+    behaviour = {k: v for k, v in changes.items() if k in _BEHAVIOUR_KEYS}
+    return {**changes, **_behaviour(behaviour)}
+
+
 def parse_profile(data: Mapping[str, Any], name: str) -> Profile:
     """Validate a decoded TOML document into a Profile; unknown keys are errors, not silently ignored."""
     unknown = set(data) - {"timing", "behaviour", "faults", "description"}
@@ -126,24 +173,13 @@ def parse_profile(data: Mapping[str, Any], name: str) -> Profile:
         if extra:
             raise ValueError(f"profile {name} [{section}]: unknown keys {sorted(extra)}")
     values: dict[str, Any] = {"name": name}
-    for key in ("create_seconds", "start_seconds", "release_seconds"):
+    for key in _SPANS:
         if key in timing:
             values[key] = _span(key, timing[key])
     for key in ("deleted_retention_seconds", "token_ttl_seconds"):
         if key in timing:
             values[key] = _nonneg(key, timing[key])
-    for key in ("release_fail_rate", "create_fail_rate"):
-        if key in behaviour:
-            values[key] = _rate(key, behaviour[key])
-    if "batch_jobs_max_items" in behaviour:
-        values["batch_jobs_max_items"] = int(
-            _nonneg("batch_jobs_max_items", behaviour["batch_jobs_max_items"])
-        )
-    if "batch_status_unknown_http_status" in behaviour:
-        status = behaviour["batch_status_unknown_http_status"]
-        if status not in (200, 400):
-            raise ValueError("batch_status_unknown_http_status must be 200 or 400")
-        values["batch_status_unknown_http_status"] = status
+    values.update(_behaviour(behaviour))
     raw_faults = data.get("faults", {})
     extra = set(raw_faults) - {"default", *ROUTES}
     if extra:

@@ -63,7 +63,7 @@ def test_batch_status_request_shape(seven) -> None:  # type: ignore[no-untyped-d
     cases = [
         ({"jobs": [ids[0], ids[0]]}, "DRS.M00301"),
         ({"jobs": [ids[0], "not-a-uuid"]}, "DRS.M00202"),
-        ({"jobs": ["9a470239-2308-4bb5-a6bc-1040402fjb21"]}, "DRS.M00202"),  # the docs' placeholder id
+        ({"jobs": ["9a47023g-2308-4bb5-a6bc-1040402fjb21"]}, "DRS.M00202"),  # non-hex in the first groups
         ({"jobs": []}, "DRS.M00201"),
         ({}, "DRS.M00201"),
         ({"jobs": ids[0]}, "DRS.M00202"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.drs.codes import DELETABLE, RELEASE_FAILED, STOPPABLE
+from orchestrator.drs.codes import ALL_STATUSES, DELETABLE, RELEASE_FAILED, STOPPABLE
 from orchestrator.simulator import ApiFaults, ManualClock, Simulator, load_profile
 
 from .conftest import PROJECT, SimFactory
@@ -25,6 +25,7 @@ class CarefulClient:
     def __init__(self, api_http: httpx.Client, clock: ManualClock) -> None:
         self.http = api_http
         self.clock = clock
+        self.children: dict[str, list[str]] = {}
 
     def call(
         self, method: str, path: str, body: dict[str, Any], *, idempotent: bool
@@ -42,40 +43,55 @@ class CarefulClient:
                 return r
         raise AssertionError("gave up retrying")
 
-    def statuses(self, ids: list[str]) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for i in range(0, len(ids), 100):
-            chunk = ids[i : i + 100]
-            r = self.call(
-                "POST", "/jobs/batch-status", {"jobs": chunk, "page_req": {"per_page": 0}}, idempotent=True
-            )
+    def read(self, path: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        """A read answer's items, asked again until the answer is well-formed (reads are idempotent)."""
+        for _ in range(200):
+            r = self.call("POST", path, body, idempotent=True)
             assert r is not None and r.status_code in (200, 400), r.text
-            for item in r.json()["results"]:
-                out[item["id"]] = None if item.get("error_code") else item["status"]
-        return out
+            try:
+                data = r.json()
+            except ValueError:
+                continue  # not JSON, or cut short: ask again
+            items = data.get(key) if isinstance(data, dict) else None
+            if isinstance(items, list) and all(isinstance(i, dict) for i in items):
+                return items
+        raise AssertionError(f"no readable answer from {path}")
+
+    def statuses(self, ids: list[str]) -> dict[str, str | None]:
+        """Each id's status (None: gone), asking again for ids an answer left out or showed oddly."""
+        out: dict[str, str | None] = {}
+        wanted = list(ids)
+        for _ in range(200):
+            for i in range(0, len(wanted), 100):
+                chunk = wanted[i : i + 100]
+                body = {"jobs": chunk, "page_req": {"per_page": 0}}
+                for item in self.read("/jobs/batch-status", body, "results"):
+                    if item.get("error_code"):
+                        out[item["id"]] = None
+                    elif item.get("status") in ALL_STATUSES:
+                        out[item["id"]] = item["status"]
+            wanted = [i for i in ids if i not in out]
+            if not wanted:
+                return out
+        raise AssertionError("some ids never read back")
 
     def targets(self) -> tuple[list[str], set[str]]:
         """Every top-level task and re-edit child; yearly/monthly ones are left for an operator."""
         ids: list[str] = []
         for use in ("migration", "sync", "cloudDataGuard"):
-            r = self.call("POST", "/jobs", {"db_use_type": use, "per_page": 0}, idempotent=True)
-            assert r is not None and r.status_code == 200, r.text
-            for job in r.json()["jobs"]:
+            for job in self.read("/jobs", {"db_use_type": use, "per_page": 0}, "jobs"):
                 ids.append(job["id"])
                 # Dual-active nodes go with their parent; re-edit sub-tasks are stopped on their own.
-                ids += [
+                reedit = [
                     c["id"] for c in job["children"] if c["status"].startswith(("CHILD_", "RELEASE_CHILD_"))
                 ]
+                self.children[job["id"]] = reedit
+                ids += reedit
         period: set[str] = set()
         for i in range(0, len(ids), 10):
-            r = self.call(
-                "POST",
-                "/jobs/batch-detail",
-                {"jobs": ids[i : i + 10], "page_req": {"per_page": 10}},
-                idempotent=True,
-            )
-            assert r is not None
-            period |= {d["id"] for d in r.json()["results"] if d.get("period_order", {}).get("order_id")}
+            body = {"jobs": ids[i : i + 10], "page_req": {"per_page": 10}}
+            details = self.read("/jobs/batch-detail", body, "results")
+            period |= {d["id"] for d in details if (d.get("period_order") or {}).get("order_id")}
         return [i for i in ids if i not in period], period
 
     def teardown(self, ids: list[str]) -> None:
@@ -85,6 +101,9 @@ class CarefulClient:
                 return
             items = []
             for job_id, status in seen.items():
+                if status in DELETABLE and any(seen.get(c) not in (None, "DELETED")
+                                               for c in self.children.get(job_id, ())):
+                    continue  # a parent goes after its re-edit children, or they stay behind orphaned
                 if status in DELETABLE:
                     items.append({"job_id": job_id, "delete_type": "delete"})
                 elif status in STOPPABLE:

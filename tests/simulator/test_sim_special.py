@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from orchestrator.simulator import JobSpec, ManualClock
+from orchestrator.simulator import JobSpec, ManualClock, load_profile
 
 from .conftest import SimFactory, add, raw
 
@@ -63,7 +63,7 @@ def test_pay_per_use_has_empty_period_order(make_sim: SimFactory) -> None:
 
 
 def test_unsubscribe_releases_then_delete_is_allowed(make_sim: SimFactory, clock: ManualClock) -> None:
-    sim, api = make_sim()
+    sim, api = make_sim(profile=load_profile("fast").with_overrides(unsubscribed_order="canceled"))
     job = sim.add_job(JobSpec(period_order_id="CS2401010000ABCD", **DR))
     assert sim.unsubscribe(job) == "RELEASE_RESOURCE_STARTED"
     clock.advance(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .batch_rules import BatchRules
 from .bodies import ListQuery, page_bounds, parse_batch_jobs, parse_id_batch, parse_list
 from .jobs import Job
 from .messages import drs_message
@@ -19,7 +20,12 @@ def _missing(world: World, job_id: str, lang: str) -> dict[str, Any]:
     return {"id": job_id, "error_code": code, "error_message": drs_message(code, lang)}
 
 
-def _page(world: World, data: dict[str, Any], lang: str,
+def _shown(job: Job, stale: bool) -> str:
+    """The status an answer shows: the current one, or (a stale read) the one before it."""
+    return job.history[-2] if stale and len(job.history) >= 2 else job.status
+
+
+def _page(world: World, data: dict[str, Any], lang: str, stale: bool,
           render: Callable[[Job], dict[str, Any]]) -> list[dict[str, Any]]:
     """The requested page of a batch-status/batch-detail call, each known id rendered, unknown ones missing."""
     req = parse_id_batch(data)
@@ -29,29 +35,43 @@ def _page(world: World, data: dict[str, Any], lang: str,
         results = []
         for job_id in req.ids[start:end]:
             job = world.get(job_id)
-            results.append(render(job) if job else _missing(world, job_id, lang))
+            if job is None:
+                results.append(_missing(world, job_id, lang))
+                continue
+            item = render(job)
+            item["status"] = _shown(job, stale)
+            results.append(item)
+            world.served(job, item["status"])
     return results
 
 
-def batch_status(world: World, data: dict[str, Any], lang: str) -> Reply:
-    """POST /jobs/batch-status: one {id, status} per id of the page; unknown ids carry an error_code."""
-    results = _page(world, data, lang, lambda job: {"id": job.id, "status": job.status})
-    failed = any("error_code" in r for r in results)
-    status = world.profile.batch_status_unknown_http_status if failed else 200
+def _unknown_answer(world: World, results: list[dict[str, Any]], status: int) -> Reply:
+    """A read that met unknown or purged ids: a 400 that lists every id, or (profile) only the failing ones."""
+    if status == 400 and world.state.profile.unknown_id_results == "failing":
+        results = [r for r in results if r.get("error_code")]
     return status, {"count": len(results), "results": results}
 
 
-def batch_detail(world: World, data: dict[str, Any], lang: str) -> Reply:
+def batch_status(world: World, data: dict[str, Any], lang: str, stale: bool = False) -> Reply:
+    """POST /jobs/batch-status: one {id, status} per id of the page; unknown ids carry an error_code."""
+    results = _page(world, data, lang, stale, lambda job: {"id": job.id, "status": job.status})
+    if any("error_code" in r for r in results):
+        return _unknown_answer(world, results, world.state.profile.batch_status_unknown_http_status)
+    return 200, {"count": len(results), "results": results}
+
+
+def batch_detail(world: World, data: dict[str, Any], lang: str, stale: bool = False) -> Reply:
     """POST /jobs/batch-detail: QueryJobResp per id; an unknown id makes it a 400 that still lists results."""
-    results = _page(world, data, lang, world.detail_of)
-    failed = any("error_code" in r and r["error_code"] for r in results)
-    return (400 if failed else 200), {"count": len(results), "results": results}
+    results = _page(world, data, lang, stale, world.detail_of)
+    if any(r.get("error_code") for r in results):
+        return _unknown_answer(world, results, 400)
+    return 200, {"count": len(results), "results": results}
 
 
-def batch_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
+def batch_jobs(rules: BatchRules, world: World, data: dict[str, Any], lang: str) -> Reply:
     """DELETE /jobs/batch-jobs: 202 with per-item results in request order."""
-    items = parse_batch_jobs(data, world.profile.batch_jobs_max_items)
-    results = world.batch_jobs(items, lang)
+    items = parse_batch_jobs(data, world.state.profile.batch_jobs_max_items)
+    results = rules.apply(items, lang)
     return 202, {"count": len(results), "results": results}
 
 
@@ -74,7 +94,7 @@ def _matches(job: Job, q: ListQuery) -> bool:
     return all(tags.get(k) == v for k, v in q.tags.items())
 
 
-def list_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
+def list_jobs(world: World, data: dict[str, Any], lang: str, stale: bool = False) -> Reply:
     """POST /jobs: one scenario's top-level tasks, newest first, children nested; DELETED ones are gone."""
     q = parse_list(data)
     with world.lock:
@@ -86,5 +106,14 @@ def list_jobs(world: World, data: dict[str, Any], lang: str) -> Reply:
             start, end = 0, len(rows)
         else:
             start, end = page_bounds(len(rows), q.cur_page, q.per_page)
-        jobs = [world.list_entry(j) for j in rows[start:end]]
+        jobs = []
+        for job in rows[start:end]:
+            entry = world.list_entry(job)
+            entry["status"] = _shown(job, stale)
+            jobs.append(entry)
+            world.served(job, entry["status"])
+            for row in entry["children"]:
+                child = world.get(row["id"])
+                if child is not None:
+                    world.served(child, row["status"])
     return 200, {"total_record": len(rows), "jobs": jobs}

@@ -52,6 +52,10 @@ def simulator_group() -> None:
 )
 @click.option("--token", "tokens", multiple=True, help="An X-Auth-Token to accept (repeatable).")
 @click.option("--job-status", default=None, help="Seed every task in this one status (benchmarks).")
+@click.option("--region", default="cn-north-4", show_default=True,
+              help="The region this simulator stands for (the project name IAM scopes tokens to).")
+@click.option("--project", "projects", multiple=True, metavar="NAME=ID",
+              help="Another region's project this IAM knows (repeatable), for tokens scoped to it by name or id.")
 def serve(
     host: str,
     port: int,
@@ -61,8 +65,18 @@ def serve(
     profile: str,
     tokens: tuple[str, ...],
     job_status: str | None,
+    region: str,
+    projects: tuple[str, ...],
 ) -> None:
-    """Serve the simulator until SIGINT/SIGTERM; the first line of stdout is `listening on URL`.
+    """Serve the simulator until SIGINT/SIGTERM (exit 0).
+
+    The first line of stdout is `listening on URL project PROJECT_ID region REGION` (fields split on spaces),
+    flushed at once, so a parent process can read the URL and the project id from it. The same server answers
+    DRS (/v3/{project_id}/jobs...), IAM (/v3/auth/tokens), BSS (/v2/orders/...) and inspection (/_sim/...).
+
+    Simulators of one account (one per region, each its own process) accept each other's IAM tokens: tokens
+    carry signed claims. Give each the other regions' projects with --project NAME=ID so its IAM can scope
+    tokens to them.
 
     AK/SK pairs come from HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN), an IAM
     user from DRS_TEARDOWN_IAM_USER / _IAM_PASSWORD / _IAM_DOMAIN.
@@ -83,7 +97,13 @@ def serve(
             iam_users=users,
             security_tokens=security,
             job_status=job_status,
+            region=region,
         )
+        for item in projects:
+            name, sep, other_id = item.partition("=")
+            if not sep or not name or not other_id:
+                raise ValueError(f"--project {item!r}: expected NAME=ID")
+            sim.iam.add_project(name.strip(), other_id.strip())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     stop = threading.Event()
@@ -94,7 +114,7 @@ def serve(
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     with sim.serve(host, port) as url:
-        click.echo(f"listening on {url}")
+        click.echo(f"listening on {url} project {project_id} region {region}")
         sys.stdout.flush()
         click.echo(
             f"project {project_id}, {len(sim.jobs)} tasks (seed {seed}), profile {loaded.name}; "

@@ -1,10 +1,16 @@
-"""Gateway authentication: IAM tokens (issued and configured) and AK/SK SDK-HMAC-SHA256 verification."""
+"""Gateway authentication: IAM tokens (issued and configured) and AK/SK SDK-HMAC-SHA256 verification.
+
+Several simulators can stand for several regions of one account: they then share one `IamDirectory` (the
+tokens IAM issued and the projects it knows), so a token scoped to project A is recognised by region B's
+gateway, and refused there for B's path with 403 DRS.M00261.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
@@ -12,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from orchestrator.clock import Clock
 from orchestrator.drs import signing
 
-from .clock import Clock
+from .messages import keystone_error
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,68 @@ class _Token:
     expires_at: datetime
 
 
+# The account's token signing key: simulators in separate processes verify each other's tokens with it, as
+# every region's gateway verifies IAM's (PKI) tokens. A test value, not a secret.
+ACCOUNT_KEY = b"drs-simulator-account"
+
+
+class IamDirectory:
+    """What IAM knows, shared by the simulators of one account: issued tokens and projects by name and id.
+
+    Issued tokens also carry their own signed claims (user, project, expiry), so a simulator that did not
+    issue a token (another process standing for another region) still accepts it.
+    """
+
+    def __init__(self, key: bytes = ACCOUNT_KEY) -> None:
+        self.lock = threading.Lock()
+        self.key = key
+        self.tokens: dict[str, _Token] = {}
+        self.projects: dict[str, str] = {}  # project name (the region) -> project id
+        self.expired_before: datetime | None = None  # expire_all(): signed tokens issued before are expired
+
+    def mint(self, user: str, project_id: str | None, issued: datetime, expires: datetime) -> str:
+        claims = json.dumps({"u": user, "p": project_id, "i": issued.timestamp(), "e": expires.timestamp(),
+                             "n": secrets.token_hex(16)}, separators=(",", ":")).encode()
+        mac = hmac.new(self.key, claims, hashlib.sha256).digest()
+        return "MII" + _b64(claims) + "." + _b64(mac)
+
+    def verify(self, token: str) -> _Token | None:
+        """The claims of a token this account signed (None: not one of ours, or tampered with)."""
+        if not token.startswith("MII") or "." not in token:
+            return None
+        try:
+            claims_part, mac_part = token[3:].split(".", 1)
+            claims = _unb64(claims_part)
+            if not hmac.compare_digest(hmac.new(self.key, claims, hashlib.sha256).digest(), _unb64(mac_part)):
+                return None
+            data = json.loads(claims)
+            issued = datetime.fromtimestamp(float(data["i"]), UTC)
+            expires = datetime.fromtimestamp(float(data["e"]), UTC)
+        except (ValueError, KeyError, TypeError):
+            return None
+        with self.lock:
+            if self.expired_before is not None and issued < self.expired_before:
+                expires = min(expires, self.expired_before)
+        return _Token(str(data["u"]), data["p"], expires)
+
+    def add_project(self, name: str, project_id: str) -> None:
+        with self.lock:
+            known = self.projects.get(name)
+            if known is not None and known != project_id:
+                raise ValueError(f"project {name!r} is already {known}")
+            self.projects[name] = project_id
+
+    def find_project(self, wanted: dict[str, Any]) -> tuple[str, str] | None:
+        """(name, id) of the project a scope names by id and/or name, None when no such project."""
+        with self.lock:
+            for name, project_id in self.projects.items():
+                if wanted.get("id") in (None, project_id) and wanted.get("name") in (None, name):
+                    if wanted.get("id") is None and wanted.get("name") is None:
+                        return None
+                    return name, project_id
+        return None
+
+
 class Authenticator:
     """Holds the accepted credentials and checks a request's headers against them."""
 
@@ -53,8 +122,11 @@ class Authenticator:
         iam_users: Iterable[tuple[str, str, str]] = (),
         token_ttl_seconds: float = 86400.0,
         region: str = "cn-north-4",
+        directory: IamDirectory | None = None,
     ) -> None:
-        self._lock = threading.Lock()
+        self.directory = directory or IamDirectory()
+        self.directory.add_project(region, project_id)
+        self._lock = self.directory.lock
         self.clock = clock
         self.project_id = project_id
         self.region = region
@@ -64,7 +136,9 @@ class Authenticator:
         self.token_ttl_seconds = token_ttl_seconds
         # Configured tokens are valid for the project until expire_all(); a far-future expiry means "never".
         far = datetime(9999, 1, 1, tzinfo=UTC)
-        self._tokens: dict[str, _Token] = {t: _Token("configured", project_id, far) for t in tokens}
+        self._tokens = self.directory.tokens
+        with self._lock:
+            self._tokens.update({t: _Token("configured", project_id, far) for t in tokens})
 
     # -- tokens -------------------------------------------------------------------------------------------
 
@@ -89,22 +163,19 @@ class Authenticator:
         scope = auth.get("scope") if isinstance(auth, dict) else None
         project: dict[str, Any] | None = None
         if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
-            wanted = scope["project"]
-            if wanted.get("id") not in (None, self.project_id) or wanted.get("name") not in (
-                None,
-                self.region,
-            ):
+            found = self.directory.find_project(scope["project"])
+            if found is None:
                 return _keystone(
                     401, "Unauthorized", "The project in scope does not exist or is not accessible."
                 )
             project = {
-                "id": self.project_id,
-                "name": self.region,
+                "id": found[1],
+                "name": found[0],
                 "domain": {"id": _hex_id(domain), "name": domain},
             }
         now = self.clock.now()
         expires = now + timedelta(seconds=self.token_ttl_seconds)
-        token = "MII" + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode().rstrip("=")
+        token = self.directory.mint(name, project["id"] if project else None, now, expires)
         with self._lock:
             self._tokens[token] = _Token(name, project["id"] if project else None, expires)
         out: dict[str, Any] = {
@@ -131,6 +202,7 @@ class Authenticator:
         with self._lock:
             for tok in self._tokens.values():
                 tok.expires_at = min(tok.expires_at, now)
+            self.directory.expired_before = now
 
     # -- request checks -----------------------------------------------------------------------------------
 
@@ -151,6 +223,8 @@ class Authenticator:
             return AuthOutcome("none", error_code="APIGW.0301", error_detail="x-auth-token not found")
         with self._lock:
             found = self._tokens.get(token)
+        if found is None:
+            found = self.directory.verify(token)
         if found is None:
             return AuthOutcome("token", error_code="APIGW.0301", error_detail="decrypt token fail")
         if self.clock.now() >= found.expires_at:
@@ -198,7 +272,15 @@ class Authenticator:
 
 
 def _keystone(status: int, title: str, message: str) -> tuple[int, dict[str, Any], None]:
-    return status, {"error": {"code": status, "message": message, "title": title}}, None
+    return status, keystone_error(status, title, message), None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _iso(when: datetime) -> str:
