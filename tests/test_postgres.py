@@ -261,8 +261,7 @@ def _engine_run(sim_url: str, db: Store, tuning: Tuning, worker: str) -> tuple[E
             c = Context(actor=actor_info(conn.identity), worker=worker)
             run_id = start_run(db, plan, c, tuning, clock.now(), consent="test")
             engine = Engine(db, client, c, tuning, clock, run_id, fresh=True)
-            await engine.work()
-            await api._record_end(db, c, clock, run_id, engine, interrupted=False)
+            await engine.run(wait_for_all=False)
             return engine, api.summarize(db, run_id), run_id
 
     return asyncio.run(go())

@@ -4,6 +4,10 @@ Canonical encoding (version 1) of a record: a JSON object with exactly the keys 
 no whitespace (separators "," and ":"), UTF-8, non-ASCII kept as is; `at` as ISO-8601 UTC with microseconds
 and a trailing "Z"; absent values as null. hash = lower-hex SHA-256 of that encoding, which includes
 `prev_hash`. The first record of a run chains to GENESIS(run_id) = SHA-256("drs-teardown audit v1 " + run_id).
+
+Optional fields (OPTIONAL_FIELDS: `values`, an event's structured values as canonical JSON text) join the
+object only when the record has them (not null): every record written without them encodes exactly as
+before, so every existing chain verifies byte for byte.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ CHAIN_FIELDS: tuple[str, ...] = (
     "run_id", "seq", "at", "job_id", "from_state", "to_state", "trigger", "remote_status", "outcome",
     "error_code", "request_ids", "actor", "worker", "ticket", "reason", "detail", "prev_hash",
 )
+
+OPTIONAL_FIELDS: tuple[str, ...] = ("values",)
 
 
 def genesis(run_id: str) -> str:
@@ -37,6 +43,10 @@ def canonical(record: Mapping[str, Any]) -> bytes:
     for name in CHAIN_FIELDS:
         value = record.get(name)
         doc[name] = format_time(value) if isinstance(value, datetime) else value
+    for name in OPTIONAL_FIELDS:
+        value = record.get(name)
+        if value is not None:
+            doc[name] = value
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
