@@ -90,6 +90,9 @@ class StoreCore:
         """Chain `events` onto the run's trail inside the session's transaction (TrailWrites)."""
         raise NotImplementedError
 
+    def _stamp_owner(self, run: Run) -> None:
+        """Ownership: a run created while this store owns it carries its owner from its first row."""
+
     # -- dialect hooks -----------------------------------------------------------------------------------------
 
     def _create_engine(self, url: URL) -> Engine:

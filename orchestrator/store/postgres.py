@@ -131,7 +131,7 @@ class PostgresStore(Store, dialect="postgresql"):
                     raise RunBusy(f"run {run_id} is being worked by {holder.describe()}; wait for it to finish "
                                   "or stop that process first")
                 s.execute(update(Run).where(Run.id == run_id)
-                          .values(**me.owner_columns(), owner_heartbeat=func.statement_timestamp()))
+                          .values(**{**me.owner_columns(), "owner_heartbeat": func.statement_timestamp()}))
         beat = _Heartbeat(self, run_id, me.id, self.owner_expiry.total_seconds() / 4)
         beat.start()
         return beat.stop

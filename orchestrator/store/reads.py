@@ -57,11 +57,11 @@ class Reads(StoreCore):
         ids = sorted(set(job_ids))
         with self.session() as s:
             for i in range(0, len(ids), 500):
-                stmt = (select(Run).join(Task, Task.run_id == Run.id)
-                        .where(Run.status.in_(UNFINISHED), Task.job_id.in_(ids[i : i + 500])).distinct())
+                holding = (select(Task.run_id).join(Run, Task.run_id == Run.id)
+                           .where(Run.status.in_(UNFINISHED), Task.job_id.in_(ids[i : i + 500])))
                 if project_id is not None:
-                    stmt = stmt.where(func.coalesce(Task.project_id, Run.project_id) == project_id)
-                for run in s.execute(stmt).scalars():
+                    holding = holding.where(func.coalesce(Task.project_id, Run.project_id) == project_id)
+                for run in s.execute(select(Run).where(Run.id.in_(holding))).scalars():
                     found[run.id] = run
         return sorted(found.values(), key=lambda r: r.created_at, reverse=True)
 

@@ -63,9 +63,6 @@ class TrailWrites(StoreCore):
                 self._insert(s, "tasks", self._task_rows(run.id, tasks, now))
             self._append(s, run.id, ctx, events, now)
 
-    def _stamp_owner(self, run: Run) -> None:
-        """Set by Ownership: a run created while owned carries its owner from its first row."""
-
     @retrying
     def add_tasks(self, run_id: str, tasks: Sequence[dict[str, Any]], ctx: Context, events: Sequence[Event],
                   now: datetime) -> None:
