@@ -92,7 +92,8 @@ def downgrade() -> None:
         batch_op.drop_column('project_id')
         batch_op.drop_column('target')
 
-    with op.batch_alter_table('runs', schema=None) as batch_op:
+    # In place (SQLite ≥ 3.35 drops a plain column): rebuilding runs would trip the foreign keys onto it.
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('owner_command')
         batch_op.drop_column('owner_heartbeat')
         batch_op.drop_column('owner_since')

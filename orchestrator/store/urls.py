@@ -28,13 +28,13 @@ def parse_url(raw: str) -> URL:
         url = make_url(raw)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"--db: not a database URL: {display(raw)}") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _check_sqlite(raw, url)
     if backend == "postgresql":
-        if url.drivername in ("postgresql", "postgres"):
-            url = url.set(drivername="postgresql+psycopg")
-        elif url.drivername != "postgresql+psycopg":
+        if url.drivername != "postgresql+psycopg":
             raise ConfigError(f"--db: driver {url.drivername!r} is not supported; use postgresql+psycopg://")
         return url
     raise ConfigError(f"--db: unsupported database {backend!r} in {display(raw)} (use sqlite or postgresql)")
