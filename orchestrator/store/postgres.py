@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Engine,
+    Float,
     Integer,
     Interval,
     Select,
@@ -43,7 +44,8 @@ from orchestrator.store.models import Base, Run, Task
 from orchestrator.store.status import Holder, pid_alive, this_host
 
 TASKS: Table = Task.__table__  # type: ignore[assignment]
-_ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(), "UTCDateTime": DateTime(timezone=True)}
+_ARRAY_ITEM: dict[str, Any] = {"Integer": Integer(), "Boolean": Boolean(), "Float": Float(),
+                               "UTCDateTime": DateTime(timezone=True)}
 
 
 def _raw(value: Any) -> Any:
@@ -74,9 +76,19 @@ class PostgresStore(Store, dialect="postgresql"):
         return bool(exc.connection_invalidated) or "deadlock detected" in text or "could not serialize" in text
 
     def _insert(self, s: Session, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        # Core executemany (insertmanyvalues): thousands of rows per commit must not cost an ORM flush each.
-        if rows:
-            s.execute(insert(Base.metadata.tables[table]), list(rows))
+        """One INSERT … SELECT unnest(arrays): a single statement and round trip for a commit's rows (psycopg's
+        executemany sends one INSERT per row, pipelined, and the server parses and plans each)."""
+        if not rows:
+            return
+        target = Base.metadata.tables[table]
+        columns = list(rows[0])
+        arrays = []
+        for name in columns:
+            kind = target.c[name].type
+            item = _ARRAY_ITEM.get(type(kind).__name__, Text())
+            values = func.unnest(bindparam(f"i_{name}", [_raw(r[name]) for r in rows], type_=ARRAY(item)))
+            arrays.append((cast(values, JSON) if isinstance(kind, JSON) else values).label(name))
+        s.connection().execute(insert(target).from_select(columns, select(*arrays)))
 
     def _update_tasks(self, s: Session, run_id: str, worker: str, keys: tuple[str, ...],
                       rows: list[dict[str, Any]], check_lease: bool, lease_end: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -11,7 +12,6 @@ from orchestrator.lifecycle import ACTIVE
 from orchestrator.store import audit
 from orchestrator.store.core import UNFINISHED, StoreCore, retrying
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task
-from orchestrator.store.records import record_dict
 
 
 class Reads(StoreCore):
@@ -100,8 +100,17 @@ class Reads(StoreCore):
         run = self.run(run_id)
         if run is None:
             raise StoreError(f"no run {run_id}")
-        rows = [record_dict(r) for r in self.records(run_id)]
-        return audit.verify_chain(run_id, rows, run.head_seq, run.head_hash)
+        return audit.verify_chain(run_id, self._record_rows(run_id), run.head_seq, run.head_hash)
+
+    @retrying
+    def _record_rows(self, run_id: str) -> list[dict[str, Any]]:
+        # Plain rows, not ORM objects: a chain of a hundred thousand records is verified in seconds.
+        table = AuditRecord.__table__
+        names = (*audit.CHAIN_FIELDS, *audit.OPTIONAL_FIELDS, "hash")
+        with self.session() as s:
+            result = s.execute(select(*(table.c[n] for n in names)).where(table.c.run_id == run_id)
+                               .order_by(table.c.seq, table.c.id))
+            return [dict(zip(names, row, strict=True)) for row in result]
 
     def verify_all(self) -> list[audit.Verification]:
         """Every run's chain, newest run first. Empty means there is nothing to verify, which is not "ok": a

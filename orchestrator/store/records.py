@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 from orchestrator.lifecycle import TERMINAL, Step, outcome_of
@@ -75,6 +76,8 @@ def chain(run_id: str, seq: int, prev: str, ctx: Context, events: Sequence[Event
     """Audit rows for `events`, chained after (seq, prev): (rows, the new head seq, the new head hash)."""
     rows: list[dict[str, Any]] = []
     actor = ctx.actor_json
+    encode = audit.encoder({"run_id": run_id, "at": now, "actor": actor, "worker": ctx.worker,
+                            "ticket": ctx.ticket, "reason": ctx.reason})
     for ev in events:
         seq += 1
         row: dict[str, Any] = {
@@ -85,7 +88,7 @@ def chain(run_id: str, seq: int, prev: str, ctx: Context, events: Sequence[Event
             "actor": actor, "worker": ctx.worker, "ticket": ctx.ticket, "reason": ctx.reason,
             "detail": ev.detail, "prev_hash": prev, "values": values_json(ev.values),
         }
-        row["hash"] = prev = audit.record_hash(row)
+        row["hash"] = prev = sha256(encode(row)).hexdigest()
         rows.append(row)
     return rows, seq, prev
 

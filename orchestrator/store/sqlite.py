@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from orchestrator.store.urls import sqlite_path
 
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_SET = frozenset(_PLAIN)
 
 
 def sqlite_param(value: Any) -> Any:
@@ -48,23 +50,28 @@ def _q(name: str) -> str:
 
 
 def _executemany(s: Session, sql: str, rows: list[tuple[Any, ...]]) -> Any:
-    # A commit stamps one `now` on thousands of rows: format each distinct datetime once.
-    formatted: dict[datetime, str] = {}
-    params = []
-    for row in rows:
-        out = []
-        for v in row:
-            if type(v) in _PLAIN:
-                out.append(v)
-            elif type(v) is datetime:
-                text = formatted.get(v)
-                if text is None:
-                    text = formatted[v] = sqlite_param(v)
-                out.append(text)
-            else:
-                out.append(sqlite_param(v))
-        params.append(tuple(out))
-    return s.connection().exec_driver_sql(sql, params)
+    """One DBAPI executemany. Converted column by column: most columns hold only plain values (checked at C
+    speed), and a commit stamps one `now` on thousands of rows (each distinct datetime formatted once)."""
+    if not rows:
+        return None
+    columns = list(zip(*rows, strict=True))
+    formatted: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if type(value) in _PLAIN:
+            return value
+        try:
+            return formatted[value]
+        except (KeyError, TypeError):
+            out = sqlite_param(value)
+            with contextlib.suppress(TypeError):
+                formatted[value] = out
+            return out
+
+    for i, column in enumerate(columns):
+        if not _PLAIN_SET.issuperset(map(type, column)):
+            columns[i] = tuple(map(convert, column))
+    return s.connection().exec_driver_sql(sql, list(zip(*columns, strict=True)))
 
 
 class SqliteStore(Store, dialect="sqlite"):
@@ -133,7 +140,8 @@ class SqliteStore(Store, dialect="sqlite"):
         columns = list(rows[0])
         sql = (f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in columns)}) "
                f"VALUES ({', '.join('?' * len(columns))})")
-        _executemany(s, sql, [tuple(r[c] for c in columns) for r in rows])
+        pick = itemgetter(*columns)
+        _executemany(s, sql, [pick(r) for r in rows] if len(columns) > 1 else [(r[columns[0]],) for r in rows])
 
     def _update_tasks(self, s: Session, run_id: str, worker: str, keys: tuple[str, ...],
                       rows: list[dict[str, Any]], check_lease: bool, lease_end: Any) -> None:
@@ -145,9 +153,14 @@ class SqliteStore(Store, dialect="sqlite"):
         where = ["run_id", "job_id", *(["lease_owner"] if check_lease else [])]
         sql = (f"UPDATE tasks SET {', '.join(f'{_q(c)} = ?' for c in columns)} "
                f"WHERE {' AND '.join(f'{_q(c)} = ?' for c in where)}")
+        tail = (run_id,)
+        pick = itemgetter(*keys, "job_id")
         owner = (worker,) if check_lease else ()
-        result = _executemany(s, sql, [(*(r[k] for k in keys), *extra, run_id, r["job_id"], *owner)
-                                       for r in rows])
+        params = []
+        for r in rows:
+            *values, job = pick(r)
+            params.append((*values, *extra, *tail, job, *owner))
+        result = _executemany(s, sql, params)
         if result.rowcount != len(rows):
             raise LeaseLost(f"{len(rows) - result.rowcount} task(s) of run {run_id} are no longer ours")
 
