@@ -1,4 +1,5 @@
-"""Alembic environment: the URL comes from our config (a connection handed in, or sqlalchemy.url)."""
+"""Alembic environment. The database comes from the caller: a connection (`config.attributes["connection"]`),
+an engine (`config.attributes["engine"]`), or, for the alembic command line only, `sqlalchemy.url`."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
-                                poolclass=pool.NullPool)
+    engine = config.attributes.get("engine")
+    if engine is None:
+        engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
+                                    poolclass=pool.NullPool)
     with engine.connect() as conn:
         _run(conn)
 

@@ -91,7 +91,50 @@ def test_absent_is_not_empty(field: str) -> None:
 def test_the_chain_covers_every_column_of_an_audit_record() -> None:
     # A column added to the table without being chained would be editable without trace.
     columns = set(AuditRecord.__table__.columns.keys())
-    assert columns - set(audit.CHAIN_FIELDS) == {"id", "hash"}
+    assert columns - set(audit.CHAIN_FIELDS) - set(audit.OPTIONAL_FIELDS) == {"id", "hash"}
+
+
+def test_optional_values_are_hashed_only_when_present() -> None:
+    # Absent (None or missing) encodes exactly as a record written before the field existed: old chains verify.
+    assert audit.canonical({**KNOWN, "values": None}) == KNOWN_CANONICAL.encode("utf-8")
+    assert audit.record_hash({**KNOWN, "values": None}) == KNOWN_HASH
+    breakpoint_ = '{"gtid":"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5","incre_start_position":"mysql-bin.000003:154"}'
+    with_values = {**KNOWN, "values": breakpoint_}
+    assert audit.record_hash(with_values) != KNOWN_HASH
+    assert audit.canonical(with_values).endswith(
+        b'"trigger":"delete","values":' + json.dumps(breakpoint_, ensure_ascii=False).encode() +
+        b',"worker":"bastion:4242:abcdef"}')
+    # Editing the values of a record that has them breaks its hash; so does adding "{}" where there were none.
+    assert audit.record_hash({**with_values, "values": breakpoint_.replace("154", "155")}) != \
+        audit.record_hash(with_values)
+    assert audit.record_hash({**KNOWN, "values": "{}"}) != KNOWN_HASH
+
+
+def test_a_run_with_values_verifies_and_an_edited_value_is_named(tmp_path: Path) -> None:
+    from orchestrator.store.models import Run
+    from orchestrator.store.repo import Context, Event
+
+    url = f"sqlite:///{tmp_path / 'values.db'}"
+    store = Store(url)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    ctx = Context(actor={"os_user": "t"}, worker="w", ticket="CHG-1")
+    run = Run(id=RUN, created_at=now, finished_at=None, status="planning", project_id="p", endpoint="e",
+              selection={}, options={}, actor={}, ticket=None, reason=None, consent="test", plan_hash=None,
+              exit_code=None, deadline_at=None, head_hash="")
+    store.create_run(run, [], ctx, [Event(trigger="run_started")], now)
+    store.append_events(RUN, ctx, [Event(trigger="breakpoint", job_id="j", values={"gtid": "g:1-5", "n": 2}),
+                                   Event(trigger="note", detail="no values")], now)
+    records = store.records(RUN)
+    assert [r.values for r in records] == [None, '{"gtid":"g:1-5","n":2}', None]
+    assert store.verify(RUN).ok
+    store.close()
+    with Attacker(tmp_path / "values.db") as attacker:
+        attacker.drop_triggers()
+        attacker.execute("UPDATE audit_records SET \"values\" = '{\"gtid\":\"g:1-6\",\"n\":2}' WHERE seq = 2", ())
+    store = Store(url)
+    v = store.verify(RUN)
+    store.close()
+    assert not v.ok and v.broken_seq == 2 and "edited" in (v.problem or "")
 
 
 # -- a real run ----------------------------------------------------------------------------------------------

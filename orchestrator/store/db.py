@@ -1,103 +1,40 @@
-"""Engines, SQLite honesty (foreign keys, WAL, BEGIN IMMEDIATE, 0600 files) and migrations on start."""
+"""Migrations: Alembic on start (skipped without importing Alembic when current), and the schema revision check
+for read-only stores. Alembic gets the connection itself (`config.attributes`), never a URL string: its
+ConfigParser would read a `%` in a path or password as interpolation."""
 
 from __future__ import annotations
 
-import os
 from importlib.resources import files
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy import Engine, inspect, text
 
 from orchestrator.errors import StoreError
+from orchestrator.store.engines import make_engine
+from orchestrator.store.urls import display
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
+__all__ = ["DEFAULT_URL", "HEAD_REVISION", "alembic_config", "check_revision", "current_revision",
+           "head_revision", "make_engine", "upgrade"]
+
 DEFAULT_URL = "sqlite:///./drs-teardown.db"
 # The newest migration; a test asserts it equals Alembic's head. Knowing it lets every command skip importing
 # Alembic (half a second) when the database is already current.
-HEAD_REVISION = "0001"
-
-
-
-def normalise_url(url: str) -> str:
-    """Accept postgresql:// and postgres:// as psycopg 3 URLs."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def _prepare_sqlite_file(database: str | None) -> None:
-    if not database or database == ":memory:":
-        return
-    path = Path(database)
-    if not path.parent.exists():
-        raise StoreError(f"database folder {path.parent} does not exist")
-    if not path.exists():
-        # Created owner-only before SQLite touches it; the -wal/-shm files inherit its mode.
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys, WAL and BEGIN IMMEDIATE transactions."""
-    url = normalise_url(url)
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"--db: not a database URL: {url!r}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        _prepare_sqlite_file(parsed.database)
-        engine = create_engine(url, connect_args={"timeout": 2})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # The documented pysqlite fix: let SQLAlchemy emit BEGIN itself, so savepoints work.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            # Wait briefly on a busy file; the store retries a few times, then exits 4 (about 15 s in all).
-            cur.execute("PRAGMA busy_timeout=2000")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read lock to a write.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    if parsed.get_backend_name() == "postgresql":
-        # Bounded waits on a database that stops answering: connecting, and (via TCP keepalives) a dead peer.
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                               connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
-                                             "keepalives_interval": 10, "keepalives_count": 3})
-
-        @event.listens_for(engine, "connect")
-        def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
-            # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
-            # that ignores the run id and the row counts: on a busy tasks table it scans instead of probing
-            # the index (3x to 20x slower updates). Plan every statement for its actual parameters.
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET plan_cache_mode = force_custom_plan")
-            dbapi_conn.commit()
-
-        return engine
-    raise StoreError(f"--db: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
+HEAD_REVISION = "0002"
+# Every revision this tool knows, oldest first: a database at an unknown one was written by a newer tool.
+REVISIONS = ("0001", "0002")
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration; with `engine`, env.py connects through it (unless handed a connection)."""
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(files("orchestrator.migrations")))
     if engine is not None:
-        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        cfg.attributes["engine"] = engine
     return cfg
 
 
@@ -119,6 +56,24 @@ def current_revision(engine: Engine) -> str | None:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def check_revision(engine: Engine) -> None:
+    """For a store that must not migrate: StoreError unless the schema is the one this tool writes."""
+    where = display(engine.url)
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:
+        raise StoreError(f"cannot read the schema revision of {where}: {exc}") from exc
+    if revision == HEAD_REVISION:
+        return
+    if revision is None:
+        raise StoreError(f"{where} is not a drs-teardown database (no schema revision recorded)")
+    if revision in REVISIONS:
+        raise StoreError(f"the database {where} is at revision {revision}, this tool needs {HEAD_REVISION}; "
+                         "run `drs-teardown db upgrade` on a writable copy")
+    raise StoreError(f"the database {where} is at revision {revision}, newer than this tool knows "
+                     f"({HEAD_REVISION}); use the drs-teardown that wrote it")
 
 
 def head_revision() -> str | None:

@@ -25,6 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orchestrator.lifecycle import TaskState
 
+# Room for a local state name of up to 32 characters (stored as text, never a native enum).
+STATE_LENGTH = 32
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -65,7 +68,9 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16))  # running | finished | interrupted | failed
+    # planning (recorded, tasks being added) | running | finished | interrupted; see status.py for the status a
+    # user sees (a running run whose owner died is shown interrupted).
+    status: Mapped[str] = mapped_column(String(16))
     project_id: Mapped[str] = mapped_column(String(64))
     endpoint: Mapped[str] = mapped_column(String(255))
     selection: Mapped[dict[str, Any]]
@@ -80,6 +85,15 @@ class Run(Base):
     # The chain head: appends lock this row, so concurrent writers serialise on it.
     head_seq: Mapped[int] = mapped_column(Integer, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
+    # Every target of a multi-target run ([{"label", "endpoint", "project_id", ...}]); None: the one above.
+    targets: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The process working the run now (or last): who, where, since when, its last sign of life.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    owner_pid: Mapped[int | None]
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_since: Mapped[datetime | None]
+    owner_heartbeat: Mapped[datetime | None]
+    owner_command: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, status={self.status!r}, project_id={self.project_id!r})"
@@ -90,6 +104,7 @@ class Task(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "job_id"),
         Index("ix_tasks_run_state", "run_id", "state"),
+        Index("ix_tasks_job_id", "job_id"),  # which runs hold a task: the overlap check
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -103,7 +118,7 @@ class Task(Base):
     planned_action: Mapped[str] = mapped_column(String(32))
     plan_status: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[TaskState] = mapped_column(
-        Enum(TaskState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+        Enum(TaskState, native_enum=False, length=STATE_LENGTH, values_callable=lambda e: [m.value for m in e],
              validate_strings=True)
     )
     last_status: Mapped[str | None] = mapped_column(String(64))
@@ -120,6 +135,16 @@ class Task(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # The target (label) of a multi-target run, and its project when it differs from the run's.
+    target: Mapped[str | None] = mapped_column(Text)
+    project_id: Mapped[str | None] = mapped_column(String(64))
+    # None for a top-level task; 'reedit' or 'dual_active' for a child selected with its parent.
+    child_kind: Mapped[str | None] = mapped_column(String(16))
+    # The breakpoint read before the delete (--record-breakpoint).
+    gtid: Mapped[str | None] = mapped_column(Text)
+    incre_start_position: Mapped[str | None] = mapped_column(Text)
+    # The BSS resource ids of a yearly/monthly task's order (--unsubscribe-prepaid).
+    bss_resource_ids: Mapped[list[Any] | None] = mapped_column(JSON)
 
     def __repr__(self) -> str:
         return f"Task(run_id={self.run_id!r}, job_id={self.job_id!r}, state={self.state.value!r})"
@@ -136,8 +161,8 @@ class AuditRecord(Base):
     seq: Mapped[int]
     at: Mapped[datetime]
     job_id: Mapped[str | None] = mapped_column(String(64))
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str | None] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(STATE_LENGTH))
+    to_state: Mapped[str | None] = mapped_column(String(STATE_LENGTH))
     trigger: Mapped[str] = mapped_column(String(32))
     remote_status: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str | None] = mapped_column(String(32))
@@ -150,6 +175,8 @@ class AuditRecord(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # Structured values of the event (a breakpoint, BSS resource ids) as canonical JSON text; chained when set.
+    values: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"AuditRecord(run_id={self.run_id!r}, seq={self.seq}, {self.from_state}->{self.to_state})"

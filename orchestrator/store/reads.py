@@ -1,0 +1,118 @@
+"""Reading runs, tasks and the trail; recomputing the chain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from orchestrator.errors import StoreError
+from orchestrator.lifecycle import ACTIVE
+from orchestrator.store import audit
+from orchestrator.store.core import UNFINISHED, StoreCore, retrying
+from orchestrator.store.models import ApiCall, AuditRecord, Run, Task
+
+
+class Reads(StoreCore):
+    """Queries; none of them writes."""
+
+    @retrying
+    def run(self, run_id: str) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
+    @retrying
+    def find_run(self, prefix: str) -> Run | None:
+        """A run by id or unique id prefix."""
+        with self.session() as s:
+            rows = list(s.execute(select(Run).where(Run.id.startswith(prefix, autoescape=True)).limit(2)).scalars())
+            return rows[0] if len(rows) == 1 else None
+
+    @retrying
+    def runs(self, limit: int = 50) -> list[Run]:
+        with self.session() as s:
+            return list(s.execute(select(Run).order_by(Run.created_at.desc()).limit(limit)).scalars())
+
+    @retrying
+    def run_count(self) -> int:
+        with self.session() as s:
+            return int(s.execute(select(func.count()).select_from(Run)).scalar_one())
+
+    @retrying
+    def unfinished_runs(self) -> list[Run]:
+        """Runs not finished (planning, running, interrupted), newest first, as recorded (see run_status)."""
+        with self.session() as s:
+            return list(s.execute(select(Run).where(Run.status.in_(UNFINISHED))
+                                  .order_by(Run.created_at.desc())).scalars())
+
+    @retrying
+    def unfinished_runs_overlapping(self, job_ids: Sequence[str], project_id: str | None) -> list[Run]:
+        """Unfinished runs holding a task with one of these ids (in that project, when given), newest first.
+
+        What a new run whose tasks overlap them must be refused for. A run still planning is found only by the
+        tasks it has added so far.
+        """
+        found: dict[str, Run] = {}
+        ids = sorted(set(job_ids))
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                holding = (select(Task.run_id).join(Run, Task.run_id == Run.id)
+                           .where(Run.status.in_(UNFINISHED), Task.job_id.in_(ids[i : i + 500])))
+                if project_id is not None:
+                    holding = holding.where(func.coalesce(Task.project_id, Run.project_id) == project_id)
+                for run in s.execute(select(Run).where(Run.id.in_(holding))).scalars():
+                    found[run.id] = run
+        return sorted(found.values(), key=lambda r: r.created_at, reverse=True)
+
+    @retrying
+    def tasks(self, run_id: str) -> list[Task]:
+        with self.session() as s:
+            return list(s.execute(select(Task).where(Task.run_id == run_id).order_by(Task.id)).scalars())
+
+    @retrying
+    def state_counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's tasks are in each local state (every worker's)."""
+        with self.session() as s:
+            rows = s.execute(select(Task.state, func.count()).where(Task.run_id == run_id)
+                             .group_by(Task.state))
+            return {state.value: int(n) for state, n in rows}
+
+    @retrying
+    def active_count(self, run_id: str) -> int:
+        with self.session() as s:
+            return int(s.execute(select(func.count()).select_from(Task)
+                                 .where(Task.run_id == run_id, Task.state.in_(ACTIVE))).scalar_one())
+
+    @retrying
+    def records(self, run_id: str) -> list[AuditRecord]:
+        with self.session() as s:
+            return list(s.execute(select(AuditRecord).where(AuditRecord.run_id == run_id)
+                                  .order_by(AuditRecord.seq, AuditRecord.id)).scalars())
+
+    @retrying
+    def api_calls(self, run_id: str) -> list[ApiCall]:
+        with self.session() as s:
+            return list(s.execute(select(ApiCall).where(ApiCall.run_id == run_id).order_by(ApiCall.id)).scalars())
+
+    def verify(self, run_id: str) -> audit.Verification:
+        """Recompute the run's chain from the stored records."""
+        run = self.run(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id}")
+        return audit.verify_chain(run_id, self._record_rows(run_id), run.head_seq, run.head_hash)
+
+    @retrying
+    def _record_rows(self, run_id: str) -> list[dict[str, Any]]:
+        # Plain rows, not ORM objects: a chain of a hundred thousand records is verified in seconds.
+        table = AuditRecord.__table__
+        names = (*audit.CHAIN_FIELDS, *audit.OPTIONAL_FIELDS, "hash")
+        with self.session() as s:
+            result = s.execute(select(*(table.c[n] for n in names)).where(table.c.run_id == run_id)
+                               .order_by(table.c.seq, table.c.id))
+            return [dict(zip(names, row, strict=True)) for row in result]
+
+    def verify_all(self) -> list[audit.Verification]:
+        """Every run's chain, newest run first. Empty means there is nothing to verify, which is not "ok": a
+        caller must say so (a deleted or replaced database looks exactly like this)."""
+        return [self.verify(r.id) for r in self.runs(limit=1_000_000)]
