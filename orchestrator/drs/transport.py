@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -130,8 +131,9 @@ def describe(exc: BaseException) -> str:
     """The cause of an I/O error in a few words ('connection refused'), never empty."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror[:1].lower() + seen.strerror[1:]
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            text = os.strerror(seen.errno) if seen.errno else str(seen.strerror)
+            return text[:1].lower() + text[1:]
         seen = seen.__cause__ or seen.__context__
     text = str(exc).strip()
     if text.startswith("[Errno") and "] " in text:
