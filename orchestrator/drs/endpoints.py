@@ -101,16 +101,17 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{authority}{slash}{tail}"
 
 
-def check_endpoint_url(url: str, *, insecure_http: bool, what: str) -> str:
-    """The URL (stripped of surrounding whitespace and a trailing slash) if credentials may be sent to it, else
-    ConfigError naming `what`; never a URL's password in the message."""
+def parse_base_url(url: str, *, what: str) -> str:
+    """`url` stripped of surrounding whitespace and a trailing slash if it is an http(s) URL with a host that
+    httpx can use, else ConfigError naming `what` (never repeating a user:password@ it embeds)."""
     url = url.strip()
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 -- raises ValueError on a malformed port
     except ValueError as exc:
-        raise ConfigError(f"{what} {redact_url(url)!r} is not a valid URL: {exc}") from None
+        raise ConfigError(f"{what} {shown!r} is not a valid URL: {exc}") from None
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
             f"{what} {_redact_userinfo(parts)!r} embeds credentials (user:password@); "
@@ -118,19 +119,29 @@ def check_endpoint_url(url: str, *, insecure_http: bool, what: str) -> str:
         )
     if parts.scheme not in ("http", "https") or not host:
         raise ConfigError(
-            f"{what} {url!r} must be an http or https URL with a host, "
+            f"{what} {shown!r} must be an http or https URL with a host, "
             "e.g. https://drs.cn-north-4.myhuaweicloud.com"
         )
-    if parts.scheme == "http" and not insecure_http and not is_loopback_host(host):
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ConfigError(f"{what} {shown!r} is not a valid URL: it contains whitespace or control characters")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"{what} {shown!r} is not a valid URL: {exc}") from None
+    return url.rstrip("/")
+
+
+def check_endpoint_url(url: str, *, insecure_http: bool, what: str) -> str:
+    """The URL (as `parse_base_url` returns it) if credentials may be sent to it, else ConfigError naming `what`;
+    never a URL's password in the message."""
+    url = parse_base_url(url, what=what)
+    host = urlsplit(url).hostname or ""
+    if url.lower().startswith("http://") and not insecure_http and not is_loopback_host(host):
         raise ConfigError(
             f"{what} {url!r} uses plain http to a non-loopback host, which would send credentials "
             "in clear text: use https, or pass --insecure-http if you really mean it"
         )
-    try:
-        httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ConfigError(f"{what} {url!r} is not a valid URL: {exc}") from None
-    return url.rstrip("/")
+    return url
 
 
 def resolve_bss_endpoint(site: str | None, explicit: str | None, insecure_http: bool = False) -> str:

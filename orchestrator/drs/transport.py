@@ -31,6 +31,7 @@ import httpx
 from orchestrator import faultpoints
 from orchestrator.clock import Clock, RealClock
 from orchestrator.drs import reading
+from orchestrator.drs.endpoints import parse_base_url
 from orchestrator.drs.pacing import Pacer
 from orchestrator.drs.reading import MAX_RESPONSE_BYTES, Reply
 from orchestrator.errors import (
@@ -116,15 +117,7 @@ def safe_url(url: httpx.URL) -> str:
 
 def make_http(base_url: str, *, setting: str, **kw: Any) -> httpx.AsyncClient:
     """An httpx client on `base_url` (stripped); an unusable URL is a ConfigError naming `setting`."""
-    url = base_url.strip().rstrip("/")
-    try:
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise httpx.InvalidURL("not an http(s) URL with a host")
-        return httpx.AsyncClient(base_url=url, **kw)
-    except httpx.InvalidURL as exc:
-        shown = url.split("@", 1)[-1] if "@" in url else url
-        raise ConfigError(f"{setting} {shown!r} is not a usable URL: {exc}") from None
+    return httpx.AsyncClient(base_url=parse_base_url(base_url, what=setting), **kw)
 
 
 def describe(exc: BaseException) -> str:
