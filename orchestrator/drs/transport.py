@@ -314,7 +314,9 @@ class HttpCore:
             raise _from_auth_error(api, exc, url) from exc
         except TimeoutError as exc:
             code = "DeadlineReached" if by_budget else "ExchangeDeadline"
-            raise self._timed_out(api, url, limit, by_budget, entered, destructive, code) from exc
+            self.stats["transport"] += 1
+            raise timed_out(api, url, limit, by_budget=by_budget, entered=entered, destructive=destructive,
+                            code=code) from exc
         except httpx.DecodingError as exc:
             code = "DecodingError"
             raise MalformedResponse(f"{api}: the answer from {url} cannot be decoded: {describe(exc)}",
@@ -326,7 +328,8 @@ class HttpCore:
                 code = "IAM"
                 raise _from_auth_error(api, iam, url) from exc
             self.stats["transport"] += 1
-            raise self._transport_failure(api, url, exc, by_budget, destructive) from exc
+            raise transport_failure(api, url, exc, budget_spent=by_budget and self._spent(),
+                                    destructive=destructive) from exc
         finally:
             if reply is not None and reply.status >= 400:
                 code = reading.error_code(reply)
@@ -335,44 +338,6 @@ class HttpCore:
                                   request_id=reply.request_id if reply else None, duration_ms=duration,
                                   job_ids=job_ids, error_code=code, attempt=attempt, at=at))
         return reply
-
-    def _timed_out(self, api: str, url: str, limit: float, by_budget: bool, entered: bool, destructive: bool,
-                   code: str) -> DrsError:
-        self.stats["transport"] += 1
-        if not entered:
-            return DeadlineReached(f"{api}: the time budget ran out waiting to call {url}", code=code, api=api,
-                                   url=url) if by_budget else _unsent(f"{api}: could not call {url} in time", api, url)
-        message = f"{api}: no answer from {url} within {limit:.3g} s"
-        if by_budget:
-            message += " (the time budget ran out)"
-        if destructive:
-            return OutcomeUnknown(message, code=code, api=api, url=url)
-        if by_budget:
-            return DeadlineReached(message, code=code, api=api, url=url)
-        return TransportFailure(message, code=code, api=api, url=url)
-
-    def _transport_failure(self, api: str, url: str, exc: httpx.TransportError, by_budget: bool,
-                           destructive: bool) -> DrsError:
-        timeouts = self._http.timeout if not isinstance(exc.request.extensions.get("timeout"), dict) \
-            else httpx.Timeout(**exc.request.extensions["timeout"])
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            # The request never reached the server: safe to retry, destructive or not.
-            cause = (f"no connection within {timeouts.connect:.3g} s" if isinstance(exc, httpx.ConnectTimeout)
-                     else describe(exc))
-            if by_budget and isinstance(exc, httpx.TimeoutException) and self._spent():
-                return DeadlineReached(f"{api}: cannot connect to {url}: {cause} (the time budget ran out)",
-                                       code="DeadlineReached", api=api, url=url)
-            return _unsent(f"{api}: cannot connect to {url}: {cause}", api, url)
-        if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
-            wait = timeouts.read if isinstance(exc, httpx.ReadTimeout) else timeouts.write
-            message = f"{api}: no answer from {url} within {wait:.3g} s"
-        else:
-            message = f"{api}: no complete answer from {url}: {describe(exc)}"
-        if destructive:
-            return OutcomeUnknown(message + " (it may have been applied)", api=api, url=url)
-        if by_budget and isinstance(exc, httpx.TimeoutException) and self._spent():
-            return DeadlineReached(message + " (the time budget ran out)", code="DeadlineReached", api=api, url=url)
-        return TransportFailure(message, api=api, url=url)
 
     def _spent(self) -> bool:
         remaining = self.budget.remaining(self.clock)
@@ -389,6 +354,46 @@ class HttpCore:
                          "status": exchange.http_status, "request_id": exchange.request_id,
                          "duration_ms": round(exchange.duration_ms, 1), "attempt": exchange.attempt,
                          "error_code": exchange.error_code, "job_count": len(exchange.job_ids)})
+
+
+def timed_out(api: str, url: str, limit: float, *, by_budget: bool, entered: bool, destructive: bool,
+              code: str) -> DrsError:
+    """The error for an attempt its whole-exchange bound (the exchange deadline or the budget) cut short."""
+    if not entered:
+        return DeadlineReached(f"{api}: the time budget ran out waiting to call {url}", code=code, api=api,
+                               url=url) if by_budget else _unsent(f"{api}: could not call {url} in time", api, url)
+    message = f"{api}: no answer from {url} within {limit:.3g} s"
+    if by_budget:
+        message += " (the time budget ran out)"
+    if destructive:
+        return OutcomeUnknown(message, code=code, api=api, url=url)
+    if by_budget:
+        return DeadlineReached(message, code=code, api=api, url=url)
+    return TransportFailure(message, code=code, api=api, url=url)
+
+def transport_failure(api: str, url: str, exc: httpx.TransportError, *, budget_spent: bool,
+                      destructive: bool) -> DrsError:
+    """The error for an httpx transport failure: the URL and the cause, retryable only if nothing left."""
+    sent = exc.request.extensions.get("timeout")
+    timeouts = httpx.Timeout(**sent) if isinstance(sent, dict) else DEFAULT_TIMEOUT
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        # The request never reached the server: safe to retry, destructive or not.
+        cause = (f"no connection within {timeouts.connect:.3g} s" if isinstance(exc, httpx.ConnectTimeout)
+                 else describe(exc))
+        if budget_spent and isinstance(exc, httpx.TimeoutException):
+            return DeadlineReached(f"{api}: cannot connect to {url}: {cause} (the time budget ran out)",
+                                   code="DeadlineReached", api=api, url=url)
+        return _unsent(f"{api}: cannot connect to {url}: {cause}", api, url)
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        wait = timeouts.read if isinstance(exc, httpx.ReadTimeout) else timeouts.write
+        message = f"{api}: no answer from {url} within {wait:.3g} s"
+    else:
+        message = f"{api}: no complete answer from {url}: {describe(exc)}"
+    if destructive:
+        return OutcomeUnknown(message + " (it may have been applied)", api=api, url=url)
+    if budget_spent and isinstance(exc, httpx.TimeoutException):
+        return DeadlineReached(message + " (the time budget ran out)", code="DeadlineReached", api=api, url=url)
+    return TransportFailure(message, api=api, url=url)
 
 
 def _unsent(message: str, api: str, url: str) -> TransportFailure:
