@@ -1,151 +1,111 @@
-"""The DRS v3 client on httpx: the four calls teardown needs, paging made explicit, per-item results parsed,
-retries on a predicate with full-jitter backoff, every exchange reported to a recorder (never a header).
+"""The DRS v3 client: the four calls teardown needs, paging made explicit, per-id answers for every read.
 
-Retried (the same request, after a full-jitter pause; Retry-After honoured): connection failures before
-the request left, timeouts and dropped connections on reads, 5xx on reads, 429 / APIGW.0308 / DRS.M01503
-(throttled), a request-level DRS.M01504 (busy), and IAM unavailable (5xx, 429, unreachable) for a token.
-Never retried: anything after a destructive request may have taken effect (a 5xx, a timeout, a dropped
-connection: OutcomeUnknown, reconciled by reading the status), 4xx (RequestRejected, with its code),
-401/403 and IAM refusals (AuthFailure), and malformed answers (MalformedResponse: fail closed).
-Per-item DRS.M01504 inside a 202 is for the engine to schedule.
+Reads (list, batch-status, batch-detail) are idempotent and retried (see `orchestrator.drs.transport`). A read
+answers per id: every id asked comes back as an `Answer` holding the service's item (a status, a detail, or a
+per-id error such as DRS.M00289 / DRS.M05004 not found, DRS.M00202 invalid id), or, when only that id could not
+be read, the failure. Ids a partial answer leaves out (a 200 without them, a 400 listing only the failing id)
+are asked again in a call of their own; a whole-call 400 that is about one id (DRS.M00202, not found) is
+narrowed by splitting the call until that id is alone. A read raises only when the call as a whole fails.
+
+batch-jobs (stop, delete) is destructive: never retried once it may have left (OutcomeUnknown); ids its
+answer leaves out are listed in `ActionResults.missing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
-import logging
-import random
-import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from orchestrator import faultpoints
-from orchestrator.clock import Clock, RealClock
-from orchestrator.drs.codes import BUSY_CODES, THROTTLE_CODES
+from orchestrator.clock import Clock
+from orchestrator.drs import reading
+from orchestrator.drs.bss import BSS_PATHS, BssClient
+from orchestrator.drs.codes import INVALID_PARAMETER_CODES, NOT_FOUND_CODES
 from orchestrator.drs.models import (
     DB_USE_TYPES,
     ActionItem,
     BatchDetailResponse,
     BatchJobsResponse,
     BatchStatusResponse,
-    ErrorBody,
     JobDetail,
     JobInfo,
     JobListResponse,
     StatusItem,
 )
 from orchestrator.drs.pacing import Pacer
-from orchestrator.errors import (
-    ApiError,
-    AuthError,
-    AuthFailure,
-    DrsError,
-    MalformedResponse,
-    OutcomeUnknown,
-    RequestRejected,
-    ServerError,
-    Throttled,
-    TransportFailure,
+from orchestrator.drs.reading import MAX_RESPONSE_BYTES, Reply
+from orchestrator.drs.transport import (
+    DEFAULT_EXCHANGE_DEADLINE,
+    DEFAULT_TIMEOUT,
+    Budget,
+    HttpCore,
+    RetryPolicy,
+    fault_class,
 )
-from orchestrator.secrets import mask_headers
+from orchestrator.errors import ApiError, AuthFailure, DrsError, RequestRejected
 from orchestrator.wire import DeletePermit, Exchange, Recorder, StopRequest, is_genuine
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# httpx's timeouts bound each network operation; this bounds a whole exchange (a server trickling bytes).
-DEFAULT_EXCHANGE_DEADLINE = 120.0
 STATUS_CHUNK = 100  # batch-status: a page holds at most 100 results
 DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
 LIST_PAGE = 100
-USER_AGENT = "drs-teardown"
+# A whole-call 400 with one of these is about one id of the call: split the call to find it.
+PER_ID_CODES = INVALID_PARAMETER_CODES | NOT_FOUND_CODES
 
-M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+BatchModel = type[BatchStatusResponse] | type[BatchDetailResponse]
 
 
 @dataclass(frozen=True)
 class Answer(Generic[T]):
-    """One item of a batch answer with the X-Request-Id of the call that carried it."""
+    """One id of a read: the item the service gave (maybe a per-id error item with error_code) and the
+    X-Request-Id of the call that carried it; or, with `failure` set, the error that kept only this id unread
+    (then `item` holds just the id)."""
 
     item: T
     request_id: str | None
+    failure: DrsError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 @dataclass(frozen=True)
 class ActionResults:
-    """Per-item results of one batch-jobs call (items missing from the answer are absent here)."""
+    """Per-item results of one batch-jobs call; ids the answer left out are in `missing` (outcome unknown)."""
 
     items: dict[str, ActionItem]
     request_id: str | None
     http_status: int
-
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Full-jitter exponential backoff: after the n-th failed attempt sleep U(0, min(cap, base * 2**(n-1)));
-    a Retry-After is honoured (up to `max_retry_after`) plus a little jitter so waiters do not return in step.
-    At most `attempts` attempts and `max_elapsed` seconds of waiting per call: no call waits for ever."""
-
-    attempts: int = 6
-    base: float = 0.5
-    cap: float = 30.0
-    max_retry_after: float = 120.0
-    max_elapsed: float = 300.0
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after) + self.rng.uniform(0, self.base)
-        return self.rng.uniform(0, min(self.cap, self.base * 2 ** max(0, attempt - 1)))
-
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
-    """Retry-After in seconds, from delta-seconds or an HTTP-date; None if absent or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
-
-
-def fault_class(exc: BaseException) -> str:
-    """What went wrong, as retries are counted: an error code, else an HTTP status, else the I/O error."""
-    if isinstance(exc, DrsError):
-        if exc.code:
-            return exc.code
-        if exc.http_status is not None:
-            return f"HTTP{exc.http_status}"
-        cause = exc.__cause__
-        if cause is not None:
-            return type(cause).__name__
-    return type(exc).__name__
+    missing: tuple[str, ...] = ()
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+async def _all(calls: Iterable[Awaitable[dict[str, Answer[T]]]]) -> dict[str, Answer[T]]:
+    """Run concurrently, merged; on the first failure cancel the rest (no request left mid-flight) and raise."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        parts = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    merged: dict[str, Answer[T]] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
 class DrsClient:
-    """Async DRS v3 client bound to one project."""
+    """Async DRS v3 client bound to one project on one endpoint."""
 
     def __init__(
         self,
@@ -163,25 +123,67 @@ class DrsClient:
         max_concurrency: int = 16,
         exchange_deadline: float = DEFAULT_EXCHANGE_DEADLINE,
         language: str = "en-us",
+        deadline: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.project_id = project_id
-        self._auth = auth
-        self.clock = clock or RealClock()
-        self.pacer = pacer or Pacer(self.clock)
-        self.retry = retry or RetryPolicy()
-        self.recorder = recorder
-        self.stats: Counter[str] = Counter()
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.exchange_deadline = exchange_deadline
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            auth=auth,
-            transport=transport,
-            timeout=timeout,
-            verify=verify,
-            headers={"Content-Type": "application/json", "X-Language": language, "User-Agent": USER_AGENT},
-            event_hooks={"request": [_log_request], "response": [_log_response]},
-        )
+        self._transport, self._verify, self._timeout = transport, verify, timeout
+        self._core = HttpCore(base_url, setting="DRS endpoint", auth=auth, transport=transport, timeout=timeout,
+                              verify=verify, clock=clock, pacer=pacer, retry=retry, recorder=recorder,
+                              max_concurrency=max_concurrency, exchange_deadline=exchange_deadline,
+                              language=language, budget=Budget(deadline), max_response_bytes=max_response_bytes)
+        self._bss: list[BssClient] = []
+
+    # -- what the engine and the use cases read and set -----------------------------------------------------
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self._core.recorder
+
+    @recorder.setter
+    def recorder(self, value: Recorder | None) -> None:
+        self._core.recorder = value
+
+    @property
+    def deadline(self) -> float | None:
+        """The time budget: a time on `clock.monotonic()`'s scale by which every call ends, or None."""
+        return self._core.budget.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self._core.budget.deadline = value
+
+    @property
+    def budget(self) -> Budget:
+        return self._core.budget
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self._core.stats
+
+    @property
+    def clock(self) -> Clock:
+        return self._core.clock
+
+    @property
+    def pacer(self) -> Pacer:
+        return self._core.pacer
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._core.retry
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
+
+    @property
+    def language(self) -> str:
+        return self._core.language
+
+    @property
+    def auth(self) -> httpx.Auth | None:
+        return self._core.auth
 
     async def __aenter__(self) -> DrsClient:
         return self
@@ -190,148 +192,28 @@ class DrsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for bss in self._bss:
+            await bss.aclose()
+        await self._core.aclose()
+
+    def bss(self, base_url: str, *, pacer: Pacer | None = None) -> BssClient:
+        """A BSS client with this client's credentials, language, budget, statistics and recorder (closed with
+        it); `pacer` should be the BSS endpoint's own budget (`process_pacer(clock, rate, key=base_url)`)."""
+        client = BssClient(base_url, auth=self._core.auth, transport=self._transport, timeout=self._timeout,
+                           verify=self._verify, clock=self._core.clock, pacer=pacer, retry=self._core.retry,
+                           recorder=self._forward, language=self._core.language, budget=self._core.budget,
+                           stats=self._core.stats, exchange_deadline=self._core.exchange_deadline)
+        self._bss.append(client)
+        return client
+
+    def _forward(self, exchange: Exchange) -> None:
+        if self._core.recorder is not None:
+            self._core.recorder(exchange)
 
     def _path(self, suffix: str) -> str:
         return f"/v3/{self.project_id}/jobs{suffix}"
 
-    # -- transport ------------------------------------------------------------------------------------------
-
-    async def _send_once(self, api: str, method: str, path: str, body: dict[str, Any],
-                         job_ids: tuple[str, ...], attempt: int, destructive: bool) -> httpx.Response:
-        await self.pacer.acquire(api)
-        started = time.perf_counter()
-        at = self.clock.now()
-        response: httpx.Response | None = None
-        error_code: str | None = None
-        try:
-            async with self._sem, asyncio.timeout(self.exchange_deadline):
-                response = await self._http.request(method, path, content=json.dumps(body).encode())
-            if faultpoints.armed():
-                faultpoints.hit("after_send", _kind(api, body))
-        except AuthError as exc:
-            # IAM did not issue a token, so the DRS request itself was never sent (or was refused with 401).
-            error_code = "IAM"
-            raise _from_auth_error(api, exc) from exc
-        except TimeoutError as exc:
-            error_code = "ExchangeDeadline"
-            self.stats["transport"] += 1
-            message = f"{api}: no complete answer within {self.exchange_deadline:g}s"
-            if destructive:
-                raise OutcomeUnknown(message, code="ExchangeDeadline", api=api) from exc
-            raise TransportFailure(message, code="ExchangeDeadline", api=api) from exc
-        except httpx.TransportError as exc:
-            error_code = type(exc).__name__
-            iam = self._iam_failure(exc)
-            if iam is not None:
-                error_code = "IAM"
-                raise _from_auth_error(api, iam) from exc
-            self.stats["transport"] += 1
-            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-                # The request never reached the server: safe to retry, destructive or not.
-                raise TransportFailure(f"{api}: cannot connect: {exc}", api=api) from exc
-            if destructive:
-                raise OutcomeUnknown(f"{api}: no answer after sending ({type(exc).__name__})",
-                                     api=api) from exc
-            raise TransportFailure(f"{api}: {type(exc).__name__}: {exc}", api=api) from exc
-        finally:
-            if self.recorder is not None:
-                if response is not None and response.status_code >= 400:
-                    error_code = _error_code(response)
-                self.recorder(Exchange(
-                    api=api, method=method, path=path,
-                    http_status=response.status_code if response is not None else None,
-                    request_id=response.headers.get("X-Request-Id") if response is not None else None,
-                    duration_ms=(time.perf_counter() - started) * 1000, job_ids=job_ids,
-                    error_code=error_code, attempt=attempt, at=at,
-                ))
-        return response
-
-    def _iam_failure(self, exc: httpx.TransportError) -> AuthError | None:
-        """The AuthError for a transport failure on the auth's own token request (IAM unreachable)."""
-        translate = getattr(self._auth, "auth_error_for", None)
-        return translate(exc) if translate is not None else None
-
-    def _raise_for(self, api: str, response: httpx.Response, destructive: bool) -> None:
-        status = response.status_code
-        if status < 400:
-            self.pacer.succeeded(api)
-            return
-        err = _error_body(response)
-        request_id = response.headers.get("X-Request-Id")
-        detail = f"{api}: HTTP {status} {err.error_code or ''} {err.error_msg or ''}".rstrip()
-        kw: dict[str, Any] = {"code": err.error_code, "http_status": status, "request_id": request_id,
-                              "api": api}
-        retry_after = _retry_after(response, self.clock.now())
-        if status == 429 or err.error_code in THROTTLE_CODES:
-            self.stats["throttled"] += 1
-            self.pacer.throttled(api, min(retry_after, self.retry.max_retry_after) if retry_after is not None
-                                 else self.retry.base)
-            raise Throttled(detail, retry_after=retry_after, **kw)
-        self.pacer.succeeded(api)
-        if status in (401, 403):
-            raise AuthFailure(detail, **kw)
-        if status >= 500:
-            self.stats["server_error"] += 1
-            if destructive:
-                raise OutcomeUnknown(detail, **kw)
-            error = ServerError(detail, **kw)
-            setattr(error, "retry_after", retry_after)  # a 503 may say when to come back  # noqa: B010
-            raise error
-        if err.error_code in BUSY_CODES:
-            # The whole request refused as busy ("another operation is in progress"): nothing was applied.
-            self.stats["busy"] += 1
-            raise Throttled(detail, retry_after=retry_after, **kw)
-        raise RequestRejected(detail, **kw)
-
-    async def _call(self, api: str, method: str, path: str, body: dict[str, Any], job_ids: Iterable[str] = (),
-                    *, destructive: bool = False,
-                    accept_400_results: bool = False) -> tuple[httpx.Response, Any]:
-        ids = tuple(job_ids)
-        started = self.clock.monotonic()
-
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, OutcomeUnknown):
-                return False
-            return isinstance(exc, TransportFailure | ServerError | Throttled)
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            retry_after = exc.retry_after if isinstance(exc, Throttled) else None
-            if retry_after is None and isinstance(exc, ServerError):
-                retry_after = getattr(exc, "retry_after", None)
-            self.stats["retries"] += 1
-            if exc is not None:
-                self.stats[f"retry:{fault_class(exc)}"] += 1
-            return self.retry.backoff(state.attempt_number, retry_after)
-
-        def stop(state: RetryCallState) -> bool:
-            failure = state.outcome.exception() if state.outcome is not None else None
-            told = failure.retry_after if isinstance(failure, Throttled) else None
-            # Do not start a wait the service asked for that would end past the budget.
-            spent = self.clock.monotonic() - started + min(told or 0.0, self.retry.max_retry_after)
-            done = state.attempt_number >= self.retry.attempts or spent >= self.retry.max_elapsed
-            if done and failure is not None:
-                self.stats[f"gave_up:{fault_class(failure)}"] += 1
-            return done
-
-        retrying = AsyncRetrying(retry=retry_if_exception(retryable), wait=wait, stop=stop,
-                                 sleep=self.clock.sleep, reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                response = await self._send_once(api, method, path, body, ids, number, destructive)
-                if accept_400_results and response.status_code == 400:
-                    payload = _json(api, response)
-                    if isinstance(payload, dict) and isinstance(payload.get("results"), list) \
-                            and payload["results"]:
-                        self.pacer.succeeded(api)
-                        return response, payload
-                self._raise_for(api, response, destructive)
-                return response, _json(api, response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # -- calls ----------------------------------------------------------------------------------------------
+    # -- list -----------------------------------------------------------------------------------------------
 
     async def list_jobs(self, db_use_type: str, *, status: str | None = None,
                         engine_type: str | None = None, name: str | None = None) -> list[JobInfo]:
@@ -345,42 +227,86 @@ class DrsClient:
             for key, value in (("status", status), ("engine_type", engine_type), ("name", name)):
                 if value:
                     body[key] = value
-            _, payload = await self._call("list", "POST", self._path(""), body)
-            parsed = _model("list", JobListResponse, payload)
+
+            def parse(reply: Reply) -> JobListResponse:
+                return reading.validate("list", reply, JobListResponse, reading.parse_json("list", reply))
+
+            parsed = await self._core.call("list", "POST", self._path(""), body, (), parse)
             jobs.extend(parsed.jobs)
             if not parsed.jobs or len(jobs) >= parsed.total_record:
                 return jobs
             page += 1
 
+    # -- batch-status / batch-detail ------------------------------------------------------------------------
+
     async def batch_status(self, job_ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
         """Status of each id, ≤100 ids a call with per_page set (the default page is 5)."""
-        return _merge(await asyncio.gather(*(self.status_chunk(c) for c in _chunks(job_ids, STATUS_CHUNK))))
+        return await _all(self.status_chunk(c) for c in _chunks(job_ids, STATUS_CHUNK))
 
     async def status_chunk(self, ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
-        """One batch-status call for ≤100 ids."""
-        return await self._read_page("batch-status", BatchStatusResponse, list(ids))
+        """batch-status for ≤100 ids: an Answer for every id (see the module docstring)."""
+        return await self._read("batch-status", BatchStatusResponse, list(dict.fromkeys(ids)))
 
     async def batch_detail(self, job_ids: Sequence[str]) -> dict[str, Answer[JobDetail]]:
-        """Details of each id, ≤10 ids a call; unknown ids come back as items with an error_code."""
-        return _merge(await asyncio.gather(
-            *(self._read_page("batch-detail", BatchDetailResponse, c) for c in _chunks(job_ids, DETAIL_CHUNK))))
+        """Details of each id, ≤10 ids a call: an Answer for every id."""
+        return await _all(self._read("batch-detail", BatchDetailResponse, c)
+                          for c in _chunks(list(dict.fromkeys(job_ids)), DETAIL_CHUNK))
 
-    async def _read_page(self, api: str, model: type[BatchStatusResponse] | type[BatchDetailResponse],
-                         ids: list[str]) -> dict[str, Answer[Any]]:
-        """One batch-status/batch-detail call: every id on one page (per_page set explicitly)."""
+    async def _read(self, api: str, model: BatchModel, ids: list[str]) -> dict[str, Answer[Any]]:
+        """Answers for `ids`: one call, then the ids it left out in a call of their own, or split in two when
+        the service refused the whole call over one id."""
+        if not ids:
+            return {}
+        try:
+            got = await self._read_page(api, model, ids)
+        except RequestRejected as exc:
+            if exc.code not in PER_ID_CODES or exc.http_status != 400:
+                raise
+            if len(ids) == 1:
+                return {ids[0]: Answer(_error_item(model, ids[0], exc), exc.request_id)}
+            self.stats[f"split:{exc.code}"] += 1
+            middle = len(ids) // 2
+            return await _all([self._follow_up(api, model, ids[:middle]),
+                               self._follow_up(api, model, ids[middle:])])
+        missing = [i for i in ids if i not in got]
+        if missing:
+            self.stats[f"reasked:{api}"] += len(missing)
+            got.update(await self._follow_up(api, model, missing))
+        return got
+
+    async def _follow_up(self, api: str, model: BatchModel, ids: list[str]) -> dict[str, Answer[Any]]:
+        """A call of their own for some ids of a call: if it fails, it fails for these ids alone."""
+        try:
+            return await self._read(api, model, ids)
+        except AuthFailure:
+            raise
+        except DrsError as exc:
+            self.stats[f"unread:{fault_class(exc)}"] += len(ids)
+            return {i: Answer(_blank(model, i), exc.request_id, exc) for i in ids}
+
+    async def _read_page(self, api: str, model: BatchModel, ids: list[str]) -> dict[str, Answer[Any]]:
+        """One batch-status/batch-detail call: every id on one page (per_page set explicitly). An answer that
+        names none of the ids is malformed, as is one with an id not asked for (both retried)."""
         body = {"jobs": ids, "page_req": {"cur_page": 1, "per_page": len(ids)}}
-        response, payload = await self._call(api, "POST", self._path(f"/{api}"), body, ids, accept_400_results=True)
-        parsed = _model(api, model, payload)
-        _check_ids(api, ids, [r.id for r in parsed.results])
-        rid = response.headers.get("X-Request-Id")
-        return {r.id: Answer(r, rid) for r in parsed.results}
+
+        def parse(reply: Reply) -> dict[str, Answer[Any]]:
+            parsed = reading.validate(api, reply, model, reading.parse_json(api, reply))
+            got = [r.id for r in parsed.results]
+            reading.check_ids(api, reply, ids, got)
+            if not got:
+                raise reading.malformed(api, reply, f"that answers none of the {len(ids)} id(s) asked")
+            return {r.id: Answer(r, reply.request_id) for r in parsed.results}
+
+        return await self._core.call(api, "POST", self._path(f"/{api}"), body, tuple(ids), parse,
+                                     accept_400_results=True)
+
+    # -- batch-jobs -----------------------------------------------------------------------------------------
 
     async def stop(self, requests: Sequence[StopRequest]) -> ActionResults:
         """terminate / force_terminate, one batch-jobs call."""
         jobs: list[dict[str, Any]] = []
         for r in requests:
-            kind = "force_terminate" if r.force else "terminate"
-            item: dict[str, Any] = {"delete_type": kind, "job_id": r.job_id}
+            item: dict[str, Any] = {"delete_type": "force_terminate" if r.force else "terminate", "job_id": r.job_id}
             if r.breakpoint:
                 item["is_show_breakpoint_position"] = True
             jobs.append(item)
@@ -395,93 +321,37 @@ class DrsClient:
 
     async def _batch_jobs(self, jobs: list[dict[str, Any]]) -> ActionResults:
         ids = [j["job_id"] for j in jobs]
-        response, payload = await self._call("batch-jobs", "DELETE", self._path("/batch-jobs"),
-                                             {"jobs": jobs}, ids, destructive=True, accept_400_results=True)
-        parsed = _model("batch-jobs", BatchJobsResponse, payload)
-        _check_ids("batch-jobs", ids, [r.id for r in parsed.results])
-        return ActionResults({r.id: r for r in parsed.results}, response.headers.get("X-Request-Id"),
-                             response.status_code)
+
+        def parse(reply: Reply) -> ActionResults:
+            parsed = reading.validate("batch-jobs", reply, BatchJobsResponse,
+                                      reading.parse_json("batch-jobs", reply))
+            reading.check_ids("batch-jobs", reply, ids, [r.id for r in parsed.results])
+            items = {r.id: r for r in parsed.results}
+            return ActionResults(items, reply.request_id, reply.status, tuple(i for i in ids if i not in items))
+
+        return await self._core.call("batch-jobs", "DELETE", self._path("/batch-jobs"), {"jobs": jobs},
+                                     tuple(ids), parse, destructive=True, accept_400_results=True)
 
 
-def _kind(api: str, body: dict[str, Any]) -> str:
-    """The crash-point kind of a request: stop, delete, poll, list or detail."""
-    if api == "batch-jobs":
-        jobs = body.get("jobs") or [{}]
-        return "delete" if jobs[0].get("delete_type") == "delete" else "stop"
-    return {"batch-status": "poll", "batch-detail": "detail"}.get(api, api)
+def _blank(model: BatchModel, job_id: str) -> Any:
+    return (StatusItem if model is BatchStatusResponse else JobDetail)(id=job_id)
 
 
-def _from_auth_error(api: str, exc: AuthError) -> DrsError:
-    """IAM trouble as the DRS layer's own errors: unavailable is retryable, a refusal is an AuthFailure."""
-    message = f"{api}: no token: {exc}"
-    if exc.retryable:
-        return TransportFailure(message, code="IAM", http_status=exc.status_code, request_id=exc.request_id,
-                                api=api)
-    return AuthFailure(message, code="IAM", http_status=exc.status_code, request_id=exc.request_id, api=api)
-
-
-def _merge(parts: Iterable[dict[str, Answer[T]]]) -> dict[str, Answer[T]]:
-    merged: dict[str, Answer[T]] = {}
-    for part in parts:
-        merged.update(part)
-    return merged
-
-
-log = logging.getLogger("drs_teardown.http")
-
-
-async def _log_request(request: httpx.Request) -> None:
-    # Runs after authentication, so the auth headers are present: every secret one is masked.
-    if log.isEnabledFor(logging.INFO):
-        log.info("request %s %s headers=%s", request.method, request.url.path, mask_headers(request.headers))
-
-
-async def _log_response(response: httpx.Response) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info("response %s %s -> %s request_id=%s", response.request.method, response.request.url.path,
-                 response.status_code, response.headers.get("X-Request-Id"))
-
-
-def _json(api: str, response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedResponse(f"{api}: HTTP {response.status_code} with a body that is not JSON",
-                                http_status=response.status_code, api=api,
-                                request_id=response.headers.get("X-Request-Id")) from exc
-
-
-def _error_body(response: httpx.Response) -> ErrorBody:
-    try:
-        return ErrorBody.parse_any(response.json())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return ErrorBody()
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    return _error_body(response).error_code or f"HTTP{response.status_code}"
-
-
-def _model(api: str, model: type[M], payload: Any) -> M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise MalformedResponse(f"{api}: malformed response ({where}: {first['msg']})", api=api) from exc
-
-
-def _check_ids(api: str, asked: list[str], got: list[str]) -> None:
-    unexpected = set(got) - set(asked)
-    if unexpected or len(got) != len(set(got)):
-        raise MalformedResponse(f"{api}: response names ids that were not asked for or repeats one", api=api)
+def _error_item(model: BatchModel, job_id: str, exc: ApiError) -> Any:
+    """The per-id item for a whole-call refusal narrowed down to this one id."""
+    message = exc.message.split(f" {exc.code} ", 1)[-1] if exc.code else None
+    return (StatusItem if model is BatchStatusResponse else JobDetail)(
+        id=job_id, error_code=exc.code, error_message=message)
 
 
 __all__ = [
+    "BSS_PATHS",
     "DEFAULT_TIMEOUT",
     "ActionResults",
     "Answer",
     "ApiError",
+    "BssClient",
+    "Budget",
     "DeletePermit",
     "DrsClient",
     "DrsError",

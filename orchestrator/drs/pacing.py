@@ -1,6 +1,6 @@
-"""One pacing budget for the whole process: a per-API request schedule that halves its rate when the gateway
-throttles, holds every caller of that API through Retry-After, and earns its rate back one success at a time,
-so a throttling storm slows the run down instead of multiplying itself (retries take their slots too)."""
+"""One pacing budget per endpoint for the whole process: a per-API request schedule that halves its rate when
+the gateway throttles, holds every caller of that API through Retry-After, and earns its rate back one success
+at a time, so a throttling storm slows the run down instead of multiplying itself (retries take their slots too)."""
 
 from __future__ import annotations
 
@@ -87,15 +87,17 @@ class Pacer:
             self._rate[api] = min(self.max_rate, rate + max(1.0, rate / 10))
 
 
-_process_pacer: Pacer | None = None
+_process_pacers: dict[str, Pacer] = {}
 
 
-def process_pacer(clock: Clock, rate: float = DEFAULT_RATE) -> Pacer:
-    """The process's one budget on real time, shared by every client made through it (plan, then execute;
-    a worker's successive runs). An injected clock gets a pacer of its own: tests stay independent."""
-    global _process_pacer
+def process_pacer(clock: Clock, rate: float = DEFAULT_RATE, *, key: str = "") -> Pacer:
+    """The process's one budget on real time for the endpoint `key` (the gateway limits each API per region),
+    shared by every client of that endpoint made through it (plan, then execute; a worker's successive runs;
+    the targets of one region). An injected clock gets a pacer of its own: tests stay independent."""
     if not isinstance(clock, RealClock):
         return Pacer(clock, rate)
-    if _process_pacer is None or _process_pacer.max_rate != rate:
-        _process_pacer = Pacer(clock, rate)
-    return _process_pacer
+    key = key.strip().rstrip("/").lower()
+    pacer = _process_pacers.get(key)
+    if pacer is None or pacer.max_rate != rate:
+        pacer = _process_pacers[key] = Pacer(clock, rate)
+    return pacer
