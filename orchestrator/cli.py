@@ -638,7 +638,7 @@ def db_upgrade(app: App) -> None:
 def simulator(ctx: click.Context) -> None:
     """The DRS simulator as an HTTP server: `simulator serve --help`."""
     # Imported on use: the simulator is not needed by any other command.
-    from orchestrator.simulator.cli import simulator_group
+    from orchestrator.simulator.command import simulator_group
 
     simulator_group.main(args=ctx.args, prog_name="drs-teardown simulator", standalone_mode=True)
 

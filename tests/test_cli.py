@@ -29,7 +29,7 @@ def test_run_all_mixed_world_matches_the_contract(sqlite_db: str) -> None:
         violations = dict(sim.violations)
         touched = {c["job_id"] for c in sim.destructive_calls}
     d = doc(result)
-    assert set(d) == {"run_id", "exit_code", "counts", "jobs"}
+    assert set(d) == {"run_id", "exit_code", "counts", "jobs", "left_behind"}
     assert d["exit_code"] == result.exit_code
     for job in d["jobs"]:
         assert set(job) >= {"job_id", "outcome", "local_state", "remote_status", "reason"}

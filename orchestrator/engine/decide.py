@@ -55,6 +55,7 @@ class Tracked:
     unchanged_polls: int = 0
     bad_reads: int = 0
     solo: bool = False  # send alone: a whole batch was refused, find which task it was
+    confirming: bool = False  # stopped yet reading as running: one more reading before stopping again
     reason: str | None = None
     error_code: str | None = None
     since: datetime | None = None  # when the last transition happened: the oldest waiters are polled first
@@ -187,6 +188,7 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     moved = r.status != t.last_status
     unchanged = 0 if moved else t.unchanged_polls + 1
     seen: dict[str, Any] = {"last_status": r.status, "observed_at": now, "bad_reads": 0, "detail_read": False,
+                            "confirming": False,
                             "unchanged_polls": unchanged, "next_check": _at(now, poll_interval(tuning, unchanged))}
     rid = r.request_id
     if r.detail and r.order_id:
@@ -223,6 +225,10 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     # Stoppable, or RELEASE_RESOURCE_FAILED: the next step is a stop.
     if state is TaskState.STOPPING:
         return _reconcile(t, "stop", {**seen, "next_check": now}, rid)
+    if state is TaskState.RELEASING and cls is StatusClass.STOPPABLE and not t.confirming:
+        # Stopped, and now it reads as running: perhaps a stale answer. Read again before stopping it again.
+        return Decision(updates={**seen, "observe": True, "confirming": True,
+                                 "next_check": _at(now, tuning.poll_interval)})
     if cls is StatusClass.RELEASE_FAILED and state is TaskState.RELEASING and not may_escalate(t, tuning):
         return Decision("fail", reason=f"{RELEASE_FAILED} after {t.stop_attempts} terminate(s); --no-force "
                         "forbids force_terminate", request_id=rid, updates=seen)
@@ -275,7 +281,7 @@ def stop_plan(t: Tracked, tuning: Tuning) -> StopPlan:
         return StopPlan(force, "resend", f"reconcile: outcome unknown, {kind} sent once more")
     if t.state is TaskState.RELEASING:
         step = "escalating to force_terminate" if force and not t.forced else f"{kind} again"
-        return StopPlan(force, "stop", f"{RELEASE_FAILED} after {t.stop_attempts} terminate(s): {step} "
+        return StopPlan(force, "stop", f"{t.last_status} after {t.stop_attempts} terminate(s): {step} "
                                        f"(attempt {t.stop_attempts + 1})")
     return StopPlan(force, "stop", f"{kind}: {t.last_status} must be stopped first")
 

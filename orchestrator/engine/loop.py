@@ -77,9 +77,12 @@ class Engine:
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
         self.reader, self.sender = Reader(self), Sender(self, bss)
+        # Every exchange is recorded; the run's deadline bounds every call, retries and Retry-After waits included.
         client.recorder = self._record_exchange
-        # The run's deadline bounds every call, its retries and Retry-After waits included.
-        client.deadline = clock.monotonic() + tuning.timeout  # type: ignore[attr-defined]
+        client.deadline = clock.monotonic() + tuning.timeout
+        if bss is not None:
+            bss.recorder = self._record_exchange
+            bss.budget.deadline = client.deadline
 
     @property
     def lease_doubt(self) -> bool:

@@ -21,18 +21,9 @@ if TYPE_CHECKING:
 
 
 def failures(result: Any) -> list[tuple[str | None, str | None, str | None]]:
-    """(resource id, code, message) of each refused resource, from the unsubscribe answer's shape."""
-    items = getattr(result, "failures", None)
-    if items is None:
-        items = getattr(result, "fail_resource_infos", None)
-    if items is None and isinstance(result, dict):
-        items = result.get("fail_resource_infos")
-    out = []
-    for item in items or []:
-        get = item.get if isinstance(item, dict) else (lambda k, _i=item: getattr(_i, k, None))
-        out.append((get("resource_id") or get("id"), get("error_code") or get("code"),
-                    get("error_msg") or get("message")))
-    return out
+    """(resource id, code, message) of each refused resource in an unsubscribe answer (drs.bss.UnsubscribeResult)."""
+    refused = getattr(result, "refused", None) or {}
+    return [(rid, r.error_code, r.error_msg) for rid, r in refused.items()]
 
 
 async def unsubscribe(e: Engine, bss: Any, tasks: list[Tracked]) -> None:
@@ -48,7 +39,8 @@ async def unsubscribe(e: Engine, bss: Any, tasks: list[Tracked]) -> None:
     for t in tasks:
         if t.state is TaskState.UNSUBSCRIBING:
             t.observe, t.next_check = True, now
-    lookups = await asyncio.gather(*(bss.query_resources(t.order_id) for t in fresh), return_exceptions=True)
+    lookups = await asyncio.gather(*(bss.query_resources(t.order_id, job_ids=[t.job_id]) for t in fresh),
+                                   return_exceptions=True)
     intents: list[tuple[Tracked, list[str]]] = []
     for t, found in zip(fresh, lookups, strict=True):
         if isinstance(found, BaseException):
@@ -71,7 +63,7 @@ async def unsubscribe(e: Engine, bss: Any, tasks: list[Tracked]) -> None:
                                   f"{', '.join(ids)}): a billing action; no terminate follows"))
               for t, ids in intents])  # intent before action
     faultpoints.hit("after_intent", "unsubscribe")
-    results = await asyncio.gather(*(e.leases.send(bss.unsubscribe(ids)) for _, ids in intents),
+    results = await asyncio.gather(*(e.leases.send(bss.unsubscribe(ids, job_ids=[t.job_id])) for t, ids in intents),
                                    return_exceptions=True)
     faultpoints.hit("after_response", "unsubscribe")
     now = e.clock.now()

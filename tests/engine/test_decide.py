@@ -83,8 +83,14 @@ def test_every_status_in_every_active_state(state: TaskState, status: str) -> No
     fires(t, d)
     if state is S.UNSUBSCRIBING and _class(status) == "stoppable":
         assert "observe" not in d.updates  # never terminate an unsubscribed task: keep reading
-    elif _class(status) == "stoppable" and state in (S.PENDING, S.RELEASING):
+    elif _class(status) == "stoppable" and state is S.PENDING:
         assert d.updates["observe"] is False  # a stop comes next
+    elif _class(status) == "stoppable" and state is S.RELEASING:
+        # Stopped and reading as running: read once more (a stale answer?) before stopping again.
+        assert d.updates["observe"] is (status != RELEASE_FAILED)
+        t.model.last_status, t.confirming = status, True
+        again = on_reading(t, Reading(status), NOW, TUNING, RNG)
+        assert again.updates["observe"] is False
     if state is S.STOPPING and _class(status) == "stoppable":
         assert d.updates["resends"] == 1 and d.updates["observe"] is False  # reconcile: once more
     if state is S.DELETING and _class(status) == "deletable":
