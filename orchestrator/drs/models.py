@@ -84,6 +84,8 @@ class JobDetail(_Wire):
     error_code: str | None = None
     error_message: str | None = None
     inst_info: dict[str, Any] | None = None
+    gtid: str | None = None  # the breakpoint: the GTID set replication stopped at
+    incre_start_position: str | None = None  # ...and the incremental start position
 
     @field_validator("period_order", mode="before")
     @classmethod

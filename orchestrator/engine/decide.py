@@ -56,6 +56,9 @@ class Tracked:
     bad_reads: int = 0
     solo: bool = False  # send alone: a whole batch was refused, find which task it was
     confirming: bool = False  # stopped yet reading as running: one more reading before stopping again
+    breakpoint_read: bool = False  # --record-breakpoint: gtid / incre_start_position read before the delete
+    gtid: str | None = None
+    incre_start_position: str | None = None
     reason: str | None = None
     error_code: str | None = None
     since: datetime | None = None  # when the last transition happened: the oldest waiters are polled first
@@ -125,6 +128,7 @@ class Decision:
     updates: Mapping[str, Any] = field(default_factory=dict)  # new values of Tracked fields
     persist: bool = True  # write the task's row even without a trigger
     abort: str | None = None  # the run cannot go on (credentials refused): stop, resumable
+    values: Mapping[str, Any] | None = None  # structured facts for the audit record (a breakpoint)
 
 
 NOTHING = Decision(persist=False)
@@ -388,3 +392,14 @@ def children_verdict(t: Tracked, children: Mapping[str, str]) -> Decision | None
     if any(outcome == "pending" for outcome in children.values()):
         return NOTHING
     return None
+
+
+def on_breakpoint(t: Tracked, gtid: str | None, position: str | None) -> Decision:
+    """The breakpoint read before the delete (--record-breakpoint): recorded on the task and in the trail."""
+    if not gtid and not position:
+        return Decision(event="breakpoint", reason="no breakpoint shown (gtid and incre_start_position empty)",
+                        updates={"breakpoint_read": True}, values={"gtid": None, "incre_start_position": None})
+    return Decision(event="breakpoint", reason=f"replication stopped at gtid {gtid or '-'}, position "
+                    f"{position or '-'}", updates={"breakpoint_read": True, "gtid": gtid,
+                                                   "incre_start_position": position},
+                    values={"gtid": gtid, "incre_start_position": position})

@@ -126,7 +126,8 @@ class Engine:
                 self.book.stopped_to_released(self._stop_sent.pop(t.job_id), now)
         elif d.event is not None:
             event = Event(trigger=d.event, job_id=t.job_id, from_state=t.state.value, to_state=t.state.value,
-                          remote_status=t.last_status, error_code=d.error_code, request_ids=rids, detail=d.reason)
+                          remote_status=t.last_status, error_code=d.error_code, request_ids=rids, detail=d.reason,
+                          values=d.values)
         elif not d.persist:
             return None
         return self.row(t, event)
@@ -135,7 +136,8 @@ class Engine:
         fields = {"state": t.state, "last_status": t.last_status, "last_observed_at": t.observed_at,
                   "reason": t.reason, "error_code": t.error_code, "stop_attempts": t.stop_attempts,
                   "forced": t.forced, "busy_retries": t.busy_retries, "resends": t.resends,
-                  "phase_started_at": t.phase_started, "unchanged_polls": t.unchanged_polls, **extra}
+                  "phase_started_at": t.phase_started, "unchanged_polls": t.unchanged_polls, "gtid": t.gtid,
+                  "incre_start_position": t.incre_start_position, **extra}
         return Change(t.job_id, fields, event)
 
     def record_step(self, t: Tracked, step: Step, reason: str) -> Change:
@@ -194,7 +196,8 @@ class Engine:
                 stop_attempts=r.stop_attempts, forced=r.forced, busy_retries=r.busy_retries, resends=r.resends,
                 unchanged_polls=r.unchanged_polls, reason=r.reason, error_code=r.error_code,
                 observed_at=r.last_observed_at if untouched else None, order_id=r.order_id,
-                parent_job_id=r.parent_job_id, target=getattr(r, "target", None))
+                parent_job_id=r.parent_job_id, target=r.target, gtid=r.gtid,
+                incre_start_position=r.incre_start_position, breakpoint_read=bool(r.gtid or r.incre_start_position))
             if r.parent_job_id and r.planned_action != "skip":
                 self.children.setdefault(r.parent_job_id, set()).add(r.job_id)
             self._gen += 1
@@ -310,6 +313,11 @@ class Engine:
                          for t in plan_ready])
         deletes = self._without_waiting_parents(
             [t for t in self.active() if not t.observe and t.state in (TaskState.DELETABLE, TaskState.DELETING)])
+        if deletes and self.tuning.breakpoint:
+            unread = [t for t in deletes if not t.breakpoint_read and t.state is TaskState.DELETABLE]
+            if unread:
+                await self.reader.breakpoints(unread)
+            deletes = [t for t in deletes if t.breakpoint_read or t.state is not TaskState.DELETABLE]
         if deletes and not self.stop_event.is_set():
             await self.sender.delete(deletes)
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import faultpoints
-from orchestrator.engine.decide import Reading, Tracked, on_bad_read, on_reading, poll_interval
+from orchestrator.engine.decide import Decision, Reading, Tracked, on_bad_read, on_breakpoint, on_reading, poll_interval
 from orchestrator.errors import AuthFailure, DrsError, EngineAbort
 from orchestrator.lifecycle import TERMINAL, TaskState
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 STATUS_CHUNK = 100  # batch-status: ≤100 ids a call (a page holds at most 100)
 DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
+BREAKPOINT_READS = 3  # unreadable breakpoint reads before the delete goes on without it (recorded so)
 
 
 class Reader:
@@ -48,6 +49,32 @@ class Reader:
             t.unchanged_polls += 1
             t.next_check = now + timedelta(seconds=poll_interval(e.tuning, t.unchanged_polls))
         e.stats["polls_skipped"] += len(rest)
+
+    async def breakpoints(self, tasks: list[Tracked]) -> None:
+        """--record-breakpoint: read each released task's detail once, before its delete, for gtid and position."""
+        e = self.engine
+        chunks = [tasks[i : i + DETAIL_CHUNK] for i in range(0, len(tasks), DETAIL_CHUNK)]
+        results = await asyncio.gather(*(e.client.batch_detail([t.job_id for t in c]) for c in chunks),
+                                       return_exceptions=True)
+        changes = []
+        now = e.clock.now()
+        for chunk, result in zip(chunks, results, strict=True):
+            for t in chunk:
+                answer = None if isinstance(result, BaseException) else result.get(t.job_id)
+                if answer is None or answer.item.error_code:
+                    if isinstance(result, BaseException) and not isinstance(result, DrsError):
+                        raise result
+                    why = result.message if isinstance(result, DrsError) else "batch-detail did not return it"
+                    if t.bad_reads + 1 >= BREAKPOINT_READS:  # do not hold a delete for ever on a breakpoint
+                        changes.append(e.apply(t, Decision(event="breakpoint", reason=f"breakpoint unreadable: {why}",
+                                                           updates={"breakpoint_read": True, "bad_reads": 0})))
+                    else:
+                        changes.append(e.apply(t, on_bad_read(t, f"breakpoint unreadable: {why}", now, e.tuning,
+                                                              e.rng)))
+                        t.observe = False
+                    continue
+                changes.append(e.apply(t, on_breakpoint(t, answer.item.gtid, answer.item.incre_start_position)))
+        e.commit(changes)
 
     async def _call(self, detail: bool, tasks: list[Tracked]) -> dict[str, Reading]:
         ids = [t.job_id for t in tasks]

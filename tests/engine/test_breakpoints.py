@@ -1,0 +1,37 @@
+"""--record-breakpoint: each task's gtid and incre_start_position are read once it is released and before its
+delete, and recorded on the task and on an audit record (issue 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.kit import add, simulator, sqlite_url, teardown
+
+
+def test_breakpoints_are_read_before_the_delete_and_recorded(tmp_path: Path) -> None:
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 3, status="INCRE_TRANSFER_STARTED", db_use_type="sync", engine_type="mysql")
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05, record_breakpoint=True)
+        shown = {j: (sim.jobs[j]["gtid"], sim.jobs[j]["incre_start_position"]) for j in jobs}
+        breakpoint_flags = [c for c in sim.requests if c.get("route") == "batch-jobs"]
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
+    assert all(g and p for g, p in shown.values()), shown
+    tasks = {t.job_id: t for t in td.store.tasks(td.run_id)}
+    records = td.store.records(td.run_id)
+    for job in jobs:
+        assert (tasks[job].gtid, tasks[job].incre_start_position) == shown[job]
+        (bp,) = [r for r in records if r.job_id == job and r.trigger == "breakpoint"]
+        assert bp.detail == f"replication stopped at gtid {shown[job][0]}, position {shown[job][1]}"
+        # Read after the release, before the delete intent.
+        order = [r.trigger for r in records if r.job_id == job]
+        assert order.index("released") < order.index("breakpoint") < order.index("delete")
+    assert breakpoint_flags
+    assert td.store.verify(td.run_id).ok
+
+
+def test_without_the_flag_nothing_extra_is_read(tmp_path: Path) -> None:
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 2, status="INCRE_TRANSFER_STARTED", db_use_type="sync", engine_type="mysql")
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
+    assert not [r for r in td.store.records(td.run_id) if r.trigger == "breakpoint"]
