@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.drs.codes import NOT_FOUND_CODES
-from orchestrator.errors import AuthFailure, DrsError
+from orchestrator.errors import DrsError
 from orchestrator.lifecycle import TaskState
 from orchestrator.store.repo import Event, Store
 
@@ -18,6 +18,32 @@ if TYPE_CHECKING:
     from orchestrator.engine.loop import Engine
 
 SHOULD_BE_GONE = (TaskState.DELETED, TaskState.SKIPPED)
+CONFIRM_READS = 3  # reads of a task shown present before it counts as left behind
+
+
+async def _read(e: Engine, ids: list[str], state: dict[str, TaskState]) -> list[dict[str, Any]]:
+    """One round: the tasks among `ids` the service still shows (or that could not be read)."""
+    try:
+        answers = await e.client.batch_status(ids)
+    except DrsError as exc:
+        return [{"job_id": j, "status": None, "reason": f"completeness check could not read it: {exc.message}"}
+                for j in ids]
+    left = []
+    for job_id in ids:
+        answer = answers.get(job_id)
+        if answer is None or getattr(answer, "failure", None) is not None:
+            left.append({"job_id": job_id, "status": None, "reason": "completeness check could not read it"})
+            continue
+        item = answer.item
+        if item.error_code in NOT_FOUND_CODES or item.status == "DELETED":
+            continue
+        if item.error_code:
+            why = f"completeness check could not read it: {item.error_code}"
+        else:
+            done = "deleted" if state[job_id] is TaskState.DELETED else "found gone"
+            why = f"still present ({item.status}) although the run {done} it"
+        left.append({"job_id": job_id, "status": item.status, "reason": why})
+    return left
 
 
 async def final_check(e: Engine) -> list[dict[str, Any]]:
@@ -26,28 +52,17 @@ async def final_check(e: Engine) -> list[dict[str, Any]]:
     if not tasks:
         return []
     ids = [t.job_id for t in tasks]
+    state = {t.job_id: t.state for t in tasks}
     left: list[dict[str, Any]] = []
-    try:
-        answers = await e.client.batch_status(ids)
-    except (AuthFailure, DrsError) as exc:
-        left = [{"job_id": j, "status": None, "reason": f"completeness check could not read it: {exc.message}"}
-                for j in ids]
-    else:
-        for t in tasks:
-            answer = answers.get(t.job_id)
-            if answer is None:
-                left.append({"job_id": t.job_id, "status": None,
-                             "reason": "completeness check: batch-status did not return it"})
-                continue
-            item = answer.item
-            if item.error_code in NOT_FOUND_CODES or item.status == "DELETED":
-                continue
-            if item.error_code:
-                why = f"completeness check could not read it: {item.error_code}"
-            else:
-                done = "deleted" if t.state is TaskState.DELETED else "found gone"
-                why = f"still present ({item.status}) although the run {done} it"
-            left.append({"job_id": t.job_id, "status": item.status, "reason": why})
+    unsure = ids
+    # A task shown present is read again (a stale or partial answer is no proof) before it counts as left behind.
+    for attempt in range(CONFIRM_READS):
+        if attempt:
+            await e.clock.sleep(min(e.tuning.max_poll_interval, e.tuning.poll_interval * 2 ** attempt))
+        left = await _read(e, unsure, state)
+        unsure = [x["job_id"] for x in left]
+        if not unsure:
+            break
     now = e.clock.now()
     events = [Event(trigger="left_behind", job_id=x["job_id"], from_state=None, to_state=None,
                     remote_status=x["status"], detail=x["reason"]) for x in left]

@@ -80,11 +80,16 @@ class Reader:
         ids = [t.job_id for t in tasks]
         if detail:
             answers: Any = await self.engine.client.batch_detail(ids)
-            return {k: Reading(a.item.status, a.item.error_code, a.item.error_message, a.request_id,
-                               a.item.order_id, detail=True) for k, a in answers.items()}
-        answers = await self.engine.client.status_chunk(ids)
-        return {k: Reading(a.item.status, a.item.error_code, a.item.error_message, a.request_id)
-                for k, a in answers.items()}
+        else:
+            answers = await self.engine.client.status_chunk(ids)
+        out = {}
+        for k, a in answers.items():
+            if a.failure is not None:  # only this id could not be read (its own follow-up call failed)
+                out[k] = Reading(None, a.failure.code or "unreadable", a.failure.message, a.request_id)
+            else:
+                out[k] = Reading(a.item.status, a.item.error_code, a.item.error_message, a.request_id,
+                                 getattr(a.item, "order_id", None), detail=detail)
+        return out
 
     async def _read(self, chunks: list[tuple[bool, list[Tracked]]]) -> bool:
         e = self.engine
