@@ -4,12 +4,9 @@ The public API; everything else is an implementation module. `tests/test_project
 Names load on first use (PEP 562), so `python -m orchestrator.<module>` runs without importing the rest.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import Any
 
-from orchestrator.version import __version__
+from orchestrator.version import __version__  # noqa: F401 (the face: in __all__)
 
 _WHERE = {
     "Action": "orchestrator.planning",
@@ -66,7 +63,7 @@ _WHERE = {
 __all__ = sorted([*_WHERE, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -71,7 +71,8 @@ def tuning_options(fn: F) -> F:
 def _status(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     value = normalise_status(value)
     if value and value not in ALL_STATUSES:
-        raise click.BadParameter(f"--status {value!r} is not a DRS task status; valid (any case): {', '.join(ALL_STATUSES)}")
+        raise click.BadParameter(f"--status {value!r} is not a DRS task status; valid (any case): "
+                                 f"{', '.join(ALL_STATUSES)}")
     return value
 
 
