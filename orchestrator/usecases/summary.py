@@ -55,7 +55,7 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
     options = run.options if run is not None else {}
     if missing_ok is None:
         missing_ok = bool(options.get("missing_ok"))
-    targets_of = _targets_of(run.selection if run is not None else {})
+    label_of = targets_of(run.selection if run is not None else {})
     tasks = store.tasks(run_id)
     not_found = {t.job_id for t in tasks if t.state is TaskState.SKIPPED and (t.reason or "").startswith(NOT_FOUND)}
     earlier = deleted_earlier(store, run_id, not_found) if not_found and not missing_ok else {}
@@ -74,8 +74,8 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
                 missing_problem = True
         job = {"job_id": t.job_id, "outcome": outcome, "local_state": t.state.value,
                "remote_status": t.last_status, "reason": reason, "name": t.name}
-        label = getattr(t, "target", None) or targets_of.get(t.job_id)
-        if targets_of or label:
+        label = getattr(t, "target", None) or label_of.get(t.job_id)
+        if label_of or label:
             job["target"] = label
             per_target.setdefault(label or "", Counter())[outcome] += 1
         jobs.append(job)
@@ -88,7 +88,8 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
     return RunSummary(run_id, code, ordered, jobs, targets=targets)
 
 
-def _targets_of(selection: dict[str, Any]) -> dict[str, str]:
+def targets_of(selection: dict[str, Any]) -> dict[str, str]:
+    """job id -> target label, from what a run over several targets recorded."""
     out: dict[str, str] = {}
     for t in selection.get("targets") or ():
         for job_id in t.get("job_ids") or ():

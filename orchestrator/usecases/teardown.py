@@ -18,7 +18,7 @@ from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine import Engine, Tuning
-from orchestrator.errors import ConfigError, EngineAbort, Interrupted
+from orchestrator.errors import ConfigError, EngineAbort, Interrupted, SelectionError
 from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, make_plan
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
@@ -34,7 +34,8 @@ from orchestrator.usecases.connection import (
 )
 from orchestrator.usecases.context import new_context
 from orchestrator.usecases.recording import add_plan, begin_run, records_before_planning, start_run
-from orchestrator.usecases.summary import RunSummary, summarize
+from orchestrator.usecases.routing import TargetRouter
+from orchestrator.usecases.summary import RunSummary, summarize, targets_of
 from orchestrator.wire import Exchange
 
 
@@ -221,6 +222,14 @@ class Teardown:
     def check(self, run_plan: RunPlan) -> None:
         """The rails that need only the plan: --max-targets over all targets, and drift from a reviewed plan."""
         rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
+        if run_plan.several:
+            seen: dict[str, str] = {}
+            for part in run_plan.parts:
+                for item in part.plan.items:
+                    if item.job_id in seen and seen[item.job_id] != part.target.label:
+                        raise SelectionError(f"task {item.job_id} is selected by the targets {seen[item.job_id]} and "
+                                             f"{part.target.label}: a task belongs to one target")
+                    seen[item.job_id] = part.target.label
         if self.reviewed is not None:
             rails.check_drift(self.reviewed, run_plan.as_plan(), self.reviewed_source)
 
@@ -276,9 +285,17 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
             make_client(c, settings_for_target(settings, t) if targets else settings, clock))
             for c, t in zip(conns, targets or [None] * len(conns), strict=True)]
         labels = [t.label for t in targets] if targets else []
-        return await execute(store, clients[0], ctx, tuning, clock, run_id, fresh=fresh, wait_for_all=wait_for_all,
-                             progress=progress, stop_event=stop_event,
-                             clients=dict(zip(labels, clients, strict=True)) if len(clients) > 1 else None)
+        client: DrsClient | TargetRouter = clients[0]
+        kw: dict[str, Any] = {}
+        if len(clients) > 1:
+            by_label = dict(zip(labels, clients, strict=True))
+            if "clients" in inspect.signature(Engine).parameters:  # an engine that works targets itself
+                kw["clients"] = by_label
+            else:
+                run = store.run(run_id)
+                client = TargetRouter(by_label, targets_of(run.selection if run is not None else {}))
+        return await execute(store, client, ctx, tuning, clock, run_id, fresh=fresh,  # type: ignore[arg-type]
+                             wait_for_all=wait_for_all, progress=progress, stop_event=stop_event, **kw)
 
 
 async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *,
@@ -289,11 +306,7 @@ async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning,
     """Work the run until done, interrupted or aborted (the engine records how it ended), then summarise.
 
     Anything unexpected (MemoryError included) marks the run interrupted, so it stays resumable, and is raised."""
-    kw: dict[str, Any] = {}
-    if clients:
-        if "clients" not in inspect.signature(Engine).parameters:
-            raise ConfigError("this engine works one target at a time: run each target of --targets on its own")
-        kw["clients"] = dict(clients)
+    kw: dict[str, Any] = {"clients": dict(clients)} if clients else {}
     engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
                     stop_event=stop_event or asyncio.Event(), **kw)
     try:
