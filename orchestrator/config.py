@@ -150,12 +150,12 @@ def _did_you_mean(word: str, choices: list[str], fmt: str = "{}") -> str:
 
 
 def _suggest_key(section: str, key: str) -> str:
-    here = _did_you_mean(key, sorted(FILE_SECTIONS[section]))
-    if here:
-        return here
     for other, keys in FILE_SECTIONS.items():
         if key in keys:
             return f" (it belongs in [{other}])"
+    here = _did_you_mean(key, sorted(FILE_SECTIONS[section]))
+    if here:
+        return here
     everywhere = {k: sec for sec, keys in FILE_SECTIONS.items() for k in keys}
     close = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.6)
     return f" (did you mean {close[0]} in [{everywhere[close[0]]}]?)" if close else ""

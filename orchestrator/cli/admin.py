@@ -58,7 +58,6 @@ def completion(ctx: click.Context, shell: str) -> int:
     cls = get_completion_class(shell)
     if cls is None:
         raise UsageError(f"no completion for {shell}")
-    root = ctx.find_root()
-    comp = cls(root.command, {}, root.info_name or "drs-teardown", "_DRS_TEARDOWN_COMPLETE")
+    comp = cls(ctx.find_root().command, {}, "drs-teardown", "_DRS_TEARDOWN_COMPLETE")
     click.echo(comp.source())
     return EXIT_OK

@@ -15,13 +15,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.cli.logs import setup_logging
+from orchestrator.cli.logs import LOG_CONTEXT, say_log, setup_logging
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_INTERRUPTED, Interrupted, TeardownError
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets, refuse_secret_in_argv
@@ -75,9 +76,12 @@ class App:
         self.emitted = True
         click.echo(self.redactor.redact(json.dumps(doc, indent=2, default=str)))
 
-    def say(self, message: str) -> None:
-        """A line for the operator (stderr), never markup-interpreted."""
-        self.err.print(message, markup=False, highlight=False)
+    def say(self, message: str, *, level: int = logging.INFO) -> None:
+        """A line for the operator (stderr), never markup-interpreted; a JSON log line with --log-format json."""
+        if self.log_format == "json":
+            say_log.log(level, message)
+        else:
+            self.err.print(message, markup=False, highlight=False)
 
 
 def _console(*, stderr: bool) -> Console:
@@ -155,11 +159,12 @@ class Root(click.Group):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        token = CURRENT_APP.set(None)
+        token, log_token = CURRENT_APP.set(None), LOG_CONTEXT.set(MappingProxyType({}))
         try:
             code = self._run(argv, prog_name or "drs-teardown", complete_var, **extra)
         finally:
             CURRENT_APP.reset(token)
+            LOG_CONTEXT.reset(log_token)
         sys.exit(code)
 
     def _run(self, argv: list[str], prog_name: str, complete_var: str | None, **extra: Any) -> int:
@@ -211,7 +216,9 @@ def _fail(as_json: bool, code: int, message: str, document: dict[str, Any] | Non
     redact = app.redactor.redact if app is not None else SecretRedactingFilter(collect_secrets(os.environ)).redact
     message = redact(message)
     err = app.err if app is not None else _console(stderr=True)
-    if code in (0, 2, EXIT_INTERRUPTED):
+    if app is not None and app.log_format == "json":
+        app.say(message, level=logging.WARNING if code in (0, 2, EXIT_INTERRUPTED) else logging.ERROR)
+    elif code in (0, 2, EXIT_INTERRUPTED):
         err.print(message, markup=False, highlight=False)
     else:
         err.print(f"[red]error:[/red] {escape(message)}", highlight=False)

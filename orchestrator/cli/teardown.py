@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from orchestrator.cli.logs import LOG_CONTEXT
+from orchestrator.cli.logs import LOG_CONTEXT, JsonProgress
 from orchestrator.cli.options import (
     SELECTION_KEYS,
     build_selection,
@@ -53,7 +53,9 @@ Examples:
 """
 
 
-def _progress(app: App, every: float) -> Progress:
+def _progress(app: App, every: float) -> Progress | JsonProgress:
+    if app.log_format == "json":
+        return JsonProgress(every)
     live = app.output == "text" and app.err.is_terminal
     try:
         return Progress(app.err, live=live, every=every)

@@ -19,6 +19,12 @@ from orchestrator.store.models import Run, Task
 from orchestrator.store.repo import Context, Event, Store
 
 PLANNING = "planning"
+RECORDED_BEFORE_PLANNING = "recorded_before_planning"  # in Run.options: its plan may not be (fully) recorded
+
+
+def needs_planning(run: Run) -> bool:
+    """A run recorded before planning whose plan was never recorded (killed or stopped while planning)."""
+    return bool(run.options.get(RECORDED_BEFORE_PLANNING)) and run.plan_hash is None
 
 
 def records_before_planning(store: Store) -> bool:
@@ -87,7 +93,8 @@ def begin_run(store: Store, ctx: Context, tuning: Tuning, now: datetime, *, proj
     """Record a run before planning (status "planning"): selection, options and consent, no tasks yet."""
     run_id = uuid.uuid4().hex
     run = new_run(run_id, ctx, tuning, now, project_id=project_id, endpoint=endpoint, selection=selection,
-                  consent=consent, plan_hash=None, status=PLANNING, options=options)
+                  consent=consent, plan_hash=None, status=PLANNING,
+                  options={**(options or {}), RECORDED_BEFORE_PLANNING: True})
     store.create_run(run, [], ctx, [Event(trigger="run_recorded", detail=f"consent={consent}; planning")], now)
     return run_id
 

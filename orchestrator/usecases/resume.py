@@ -20,7 +20,7 @@ from orchestrator.store.repo import Context, Event, Store
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import Connection, connect, connect_targets, settings_for_run, tuning_for_run
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import PLANNING, add_plan
+from orchestrator.usecases.recording import add_plan, needs_planning
 from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import execute_run, plan_targets, recorded_targets, single_target
 
@@ -65,7 +65,7 @@ class Resumption:
 
     async def execute(self, *, progress: Callable[[Snapshot], None] | None = None,
                       stop_event: asyncio.Event | None = None) -> RunSummary:
-        if self.run.status == PLANNING:
+        if needs_planning(self.run):
             await self._plan_the_rest()
         self.store.set_run(self.run.id, status="running")
         return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
