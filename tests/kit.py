@@ -12,7 +12,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from orchestrator import usecases
+from orchestrator import api, usecases
 from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.planning import Plan
@@ -56,7 +56,9 @@ async def teardown_async(sim: Simulator, url: str, db: str, selection: Selection
     store = Store(s.db)
     td = usecases.Teardown(s, dict(env) if env is not None else {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN},
                            selection=selection or Selection(all=True), consent="test", store=store,
-                           clock=clock or RealClock())
+                           clock=clock or RealClock(),
+                           # Looked up per call: tests replace `api.make_client` to put their transport in.
+                           client_factory=lambda conn, s, c: api.make_client(conn, s, c))
     run_plan = await td.plan()
     run_id = td.record()
     summary = await td.execute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from orchestrator.cli.options import check_output_file, output_option, write_output_file
 from orchestrator.cli.shell import App
@@ -102,7 +103,7 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
             app.out.print(f"[green]ok[/green] run {v.run_id}: {v.records} records, head {v.head_hash}")
         else:
             app.out.print(f"[red]BROKEN[/red] run {v.run_id}: first broken record seq {v.broken_seq}: "
-                          f"{v.problem or ''}", markup=True)
+                          f"{escape(v.problem or '')}")
     if not head_ok:
         app.out.print(f"HEAD MISMATCH: expected {expect_head}, the trail ends at {results[0].head_hash}: "
                       "records after the anchor were rewritten or added", markup=False)

@@ -31,7 +31,19 @@ class ContextFilter(logging.Filter):
         for key, value in LOG_CONTEXT.get().items():
             if getattr(record, key, None) is None:
                 setattr(record, key, value)
+        _request_fields(record)
         return True
+
+
+def _request_fields(record: logging.LogRecord) -> None:
+    """The client's request/response lines as fields (method, path, status, request_id), unless it sent them."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    if getattr(record, "method", None) is not None or not record.name.startswith("drs_teardown"):
+        return
+    if record.msg == "response %s %s -> %s request_id=%s" and len(args) == 4:
+        record.method, record.path, record.status, record.request_id = args
+    elif isinstance(record.msg, str) and record.msg.startswith("request %s %s") and len(args) >= 2:
+        record.method, record.path = args[0], args[1]
 
 
 class _Json(JsonFormatter):

@@ -18,11 +18,24 @@ from orchestrator.selection import Selection, Target
 from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Event, Store
 from orchestrator.usecases import rails
-from orchestrator.usecases.connection import Connection, connect, connect_targets, settings_for_run, tuning_for_run
+from orchestrator.usecases.connection import (
+    Connection,
+    connect,
+    connect_targets,
+    make_client,
+    settings_for_run,
+    tuning_for_run,
+)
 from orchestrator.usecases.context import new_context
 from orchestrator.usecases.recording import add_plan, needs_planning
 from orchestrator.usecases.summary import RunSummary
-from orchestrator.usecases.teardown import execute_run, plan_targets, recorded_targets, single_target
+from orchestrator.usecases.teardown import (
+    ClientFactory,
+    execute_run,
+    plan_targets,
+    recorded_targets,
+    single_target,
+)
 
 
 def find_run(store: Store, run_id: str) -> Run:
@@ -62,6 +75,7 @@ class Resumption:
     targets: list[Target] | None
     clock: Clock = field(default_factory=RealClock)
     claim: Any = None
+    client_factory: ClientFactory = make_client
 
     async def execute(self, *, progress: Callable[[Snapshot], None] | None = None,
                       stop_event: asyncio.Event | None = None) -> RunSummary:
@@ -69,13 +83,14 @@ class Resumption:
             await self._plan_the_rest()
         self.store.set_run(self.run.id, status="running")
         return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
-                                 self.clock, self.run.id, fresh=False, progress=progress, stop_event=stop_event)
+                                 self.clock, self.run.id, fresh=False, progress=progress, stop_event=stop_event,
+                                 client_factory=self.client_factory)
 
     async def _plan_the_rest(self) -> None:
         """The run was killed while planning: plan its recorded selection, add what was never recorded."""
         targets = self.targets or [single_target(self.settings, Selection.from_dict(self.run.selection))]
         run_plan = await plan_targets(self.settings, targets, self.conns, self.clock,
-                                      several=self.targets is not None)
+                                      several=self.targets is not None, client_factory=self.client_factory)
         rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
         add_plan(self.store, self.run.id, run_plan.as_plan(), self.ctx, self.clock.now(), consent=self.run.consent,
                  targets=run_plan.job_targets())

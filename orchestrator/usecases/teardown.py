@@ -124,12 +124,16 @@ def recorded_targets(selection: Mapping[str, Any]) -> list[Target] | None:
     return [Target.from_dict(t) for t in tables] if tables else None
 
 
+ClientFactory = Callable[[Connection, Settings, Clock], DrsClient]
+
+
 async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Sequence[Connection], clock: Clock, *,
-                       several: bool, recorder: Callable[[Exchange], None] | None = None) -> RunPlan:
+                       several: bool, recorder: Callable[[Exchange], None] | None = None,
+                       client_factory: ClientFactory = make_client) -> RunPlan:
     """Plan every target concurrently (read-only: list and batch-detail calls only)."""
 
     async def one(target: Target, conn: Connection) -> TargetPlan:
-        async with make_client(conn, settings_for_target(settings, target) if several else settings,
+        async with client_factory(conn, settings_for_target(settings, target) if several else settings,
                                clock) as client:
             client.recorder = recorder
             plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now())
@@ -155,6 +159,7 @@ class Teardown:
     clock: Clock = field(default_factory=RealClock)
     on_token: Callable[[str], None] | None = None
     store: Store | None = None
+    client_factory: ClientFactory = make_client  # the seam: tests hand in clients over their own transport
     run_id: str | None = None
     run_plan: RunPlan | None = None
     claim: Any = None
@@ -199,7 +204,7 @@ class Teardown:
                                     options=self._options())
             self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
         self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,
-                                           recorder=self.exchanges.append)
+                                           recorder=self.exchanges.append, client_factory=self.client_factory)
         if stop_event is not None and stop_event.is_set():
             if self.run_id is not None:
                 self._interrupted("interrupted while planning")
@@ -272,17 +277,18 @@ class Teardown:
             raise ConfigError("record before executing: Teardown.record() first")
         return await execute_run(self.store, self.conns, self._targets if self.several else None, self.settings,
                                  self.ctx, self.tuning, self.clock, self.run_id, fresh=True, progress=progress,
-                                 stop_event=stop_event)
+                                 stop_event=stop_event, client_factory=self.client_factory)
 
 
 async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequence[Target] | None,
                       settings: Settings, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *, fresh: bool,
                       wait_for_all: bool = True, progress: Callable[[Snapshot], None] | None = None,
-                      stop_event: asyncio.Event | None = None) -> RunSummary:
+                      stop_event: asyncio.Event | None = None,
+                      client_factory: ClientFactory = make_client) -> RunSummary:
     """Open a client per target and work the run through the engine."""
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(
-            make_client(c, settings_for_target(settings, t) if targets else settings, clock))
+            client_factory(c, settings_for_target(settings, t) if targets else settings, clock))
             for c, t in zip(conns, targets or [None] * len(conns), strict=True)]
         labels = [t.label for t in targets] if targets else []
         client: DrsClient | TargetRouter = clients[0]

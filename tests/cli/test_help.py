@@ -94,4 +94,6 @@ def test_log_format_json_makes_every_stderr_line_a_json_object(sqlite_db: str) -
     assert lines and all({"time", "level", "event"} <= set(line) for line in lines)
     assert any(line["event"] == "progress" and line.get("run_id") for line in lines)
     assert any(line["event"].startswith("run ") for line in lines)
+    responses = [line for line in lines if line.get("status") and line.get("method")]
+    assert responses and all(line["path"].startswith("/v3/") and "request_id" in line for line in responses)
     assert TOKEN not in r.stderr + r.stdout
