@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -33,6 +34,8 @@ T = TypeVar("T")
 log = logging.getLogger("drs_teardown.cli")
 # The App of the command being run, for the error mapping (click's context is gone when an error reaches it).
 CURRENT_APP: contextvars.ContextVar[App | None] = contextvars.ContextVar("drs_teardown_app", default=None)
+# scheme://user:PASSWORD@host — the password of any URL in a message (a database URL in an error) is masked.
+URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)@")
 GLOBAL_VALUE_OPTIONS = ("--config", "--db", "--language", "--log-format", "--progress-interval")
 
 
@@ -74,7 +77,7 @@ class App:
         if self.emitted:  # never two documents: the first one stands
             return
         self.emitted = True
-        click.echo(self.redactor.redact(json.dumps(doc, indent=2, default=str)))
+        click.echo(mask_url_passwords(self.redactor.redact(json.dumps(doc, indent=2, default=str))))
 
     def say(self, message: str, *, level: int = logging.INFO) -> None:
         """A line for the operator (stderr), never markup-interpreted; a JSON log line with --log-format json."""
@@ -82,6 +85,10 @@ class App:
             say_log.log(level, message)
         else:
             self.err.print(message, markup=False, highlight=False)
+
+
+def mask_url_passwords(text: str) -> str:
+    return URL_PASSWORD.sub(r"\1***@", text)
 
 
 def _console(*, stderr: bool) -> Console:
@@ -214,7 +221,7 @@ def _teardown_text(exc: TeardownError) -> str:
 def _fail(as_json: bool, code: int, message: str, document: dict[str, Any] | None = None) -> int:
     app = CURRENT_APP.get()
     redact = app.redactor.redact if app is not None else SecretRedactingFilter(collect_secrets(os.environ)).redact
-    message = redact(message)
+    message = mask_url_passwords(redact(message))
     err = app.err if app is not None else _console(stderr=True)
     if app is not None and app.log_format == "json":
         app.say(message, level=logging.WARNING if code in (0, 2, EXIT_INTERRUPTED) else logging.ERROR)
@@ -227,7 +234,7 @@ def _fail(as_json: bool, code: int, message: str, document: dict[str, Any] | Non
         if app is not None:
             app.emit(doc)
         else:
-            click.echo(json.dumps(doc, indent=2, default=str))
+            click.echo(mask_url_passwords(json.dumps(doc, indent=2, default=str)))
     return code
 
 

@@ -258,3 +258,10 @@ def test_no_warning_or_traceback_from_a_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == d["exit_code"] != 0
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
     no_secret(proc.stdout, proc.stderr)
+
+
+def test_a_database_url_password_never_reaches_the_output() -> None:
+    r = cli(["--db", "postgresql+psycopg://bob:hunter2-secret@127.0.0.1:1/x", "status", "--output", "json"])
+    d = one_document(r.stdout)
+    assert r.exit_code == d["exit_code"] != 0
+    assert "hunter2-secret" not in r.stdout + r.stderr
