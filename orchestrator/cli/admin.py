@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from click.shell_completion import get_completion_class
 
+from orchestrator.cli.options import output_option
 from orchestrator.cli.shell import App
 from orchestrator.errors import EXIT_OK, UsageError
 from orchestrator.store.db import current_revision
@@ -25,8 +26,9 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@output_option
 @click.pass_obj
-def db_upgrade(app: App) -> int:
+def db_upgrade(app: App, output: str) -> int:
     """Apply migrations (every command also does this on start).
 
     \b
@@ -34,7 +36,10 @@ def db_upgrade(app: App) -> int:
       drs-teardown --db postgresql+psycopg://teardown@db/teardown db upgrade
     """
     store = app.store(app.settings())
-    app.say(f"database at revision {current_revision(store.engine)}")
+    revision = current_revision(store.engine)
+    if output == "json":
+        app.emit({"revision": revision, "exit_code": EXIT_OK})
+    app.say(f"database at revision {revision}")
     return EXIT_OK
 
 

@@ -64,12 +64,12 @@ def _progress(app: App, every: float) -> Progress | JsonProgress:
 
 
 def _with_progress(app: App, every: float,
-                   work: Callable[[Callable[[Snapshot], None], asyncio.Event], Awaitable[RunSummary]]) -> RunSummary:
-    """Run `work(progress, stop)` under the signal-aware runner with the progress renderer."""
+                   execute: Callable[[Callable[[Snapshot], None], asyncio.Event], Awaitable[RunSummary]]) -> RunSummary:
+    """Run `execute(progress, stop)` under the signal-aware runner with the progress renderer."""
 
     async def go(stop: asyncio.Event) -> RunSummary:
         with _progress(app, every) as progress:
-            return await work(progress, stop)
+            return await execute(progress, stop)
 
     return run_async(app, go)
 
