@@ -209,7 +209,7 @@ def test_db_upgrade_and_help(sqlite_db: str) -> None:
     assert r.exit_code == 0 and "revision 0001" in r.stderr
     h = cli(["--help"])
     for command in ("demo", "plan", "run", "resume", "worker", "status", "audit", "verify", "report",
-                    "simulator", "db"):
+                    "simulator", "db", "completion"):
         assert command in h.stdout
 
 
