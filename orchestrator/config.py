@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,7 +26,14 @@ ENV = {
     "iam_endpoint": "DRS_TEARDOWN_IAM_ENDPOINT",
     "claim_size": "DRS_TEARDOWN_CLAIM_SIZE",
     "lease_seconds": "DRS_TEARDOWN_LEASE_SECONDS",
+    "language": "DRS_TEARDOWN_LANGUAGE",
+    "log_format": "DRS_TEARDOWN_LOG_FORMAT",
 }
+CONFIG_FILE_CAP = 1024 * 1024  # bytes
+TICKET_CAP = 255  # characters: the audit column's width (copied onto every record)
+REASON_CAP = 4096  # characters
+LANGUAGES = ("en-us", "zh-cn")
+LOG_FORMATS = ("text", "json")
 
 
 class Settings(BaseModel):
@@ -53,8 +61,11 @@ class Settings(BaseModel):
     no_force: bool = False
     record_breakpoint: bool = False
     max_targets: int | None = Field(None, ge=1)
-    ticket: str | None = None
-    reason: str | None = None
+    ticket: str | None = Field(None, max_length=TICKET_CAP)
+    reason: str | None = Field(None, max_length=REASON_CAP)
+    language: str = "en-us"
+    log_format: str = "text"
+    progress_interval: float = Field(10.0, gt=0)
     auth: dict[str, str] = Field(default_factory=dict)
     config_file: str | None = None
 
@@ -65,42 +76,89 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not a project id (the 32-hex id of the region's project)")
         return value
 
+    @field_validator("language", "log_format")
+    @classmethod
+    def _choice(cls, value: str, info: Any) -> str:
+        allowed = LANGUAGES if info.field_name == "language" else LOG_FORMATS
+        value = value.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("endpoint", "region", "iam_endpoint", "project_id", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # A value pasted with a trailing newline (DRS_TEARDOWN_ENDPOINT="$(cat url)\n") means the value.
+        return value.strip() if isinstance(value, str) else value
+
 
 FILE_SECTIONS = {
     "drs": {"endpoint", "project_id", "region", "iam_endpoint", "ca_bundle", "insecure_http", "rate",
-            "concurrency"},
+            "concurrency", "language"},
     "database": {"url"},
     "run": {"batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout", "force", "no_force",
             "record_breakpoint", "max_targets", "ticket", "reason", "claim_size", "lease_seconds"},
+    "output": {"log_format", "progress_interval"},
     "auth": {"token", "iam_user", "iam_password", "iam_domain", "iam_endpoint", "access_key", "secret_key",
              "security_token"},
 }
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Flatten a TOML config file into settings; unknown keys are errors that name the key."""
+    """Flatten a TOML config file into settings; every unknown key is reported at once, with a did-you-mean."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            data = fh.read(CONFIG_FILE_CAP + 1)
     except FileNotFoundError as exc:
         raise ConfigError(f"--config {path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"--config {path}: is a directory, not a file") from exc
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    if len(data) > CONFIG_FILE_CAP:
+        raise ConfigError(f"--config {path}: larger than {CONFIG_FILE_CAP // 1024} KiB")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from exc
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for section, values in raw.items():
         if section not in FILE_SECTIONS or not isinstance(values, dict):
-            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(FILE_SECTIONS)})")
+            problems.append(f"unknown section [{section}]{_did_you_mean(section, list(FILE_SECTIONS), '[{}]')} "
+                            f"(known: {', '.join(FILE_SECTIONS)})")
+            continue
         for key, value in values.items():
             if key not in FILE_SECTIONS[section]:
-                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
-            if section == "auth":
+                problems.append(f"unknown key {key!r} in [{section}]{_suggest_key(section, key)}")
+            elif section == "auth":
                 out.setdefault("auth", {})[key] = str(value)
             elif section == "database":
                 out["db"] = value
             else:
                 out[key] = value
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     if out.get("auth") and SECRET_AUTH_KEYS & out["auth"].keys():
         _check_private(path)
     return out
+
+
+def _did_you_mean(word: str, choices: list[str], fmt: str = "{}") -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {fmt.format(close[0])}?)" if close else ""
+
+
+def _suggest_key(section: str, key: str) -> str:
+    for other, keys in FILE_SECTIONS.items():
+        if key in keys:
+            return f" (it belongs in [{other}])"
+    here = _did_you_mean(key, sorted(FILE_SECTIONS[section]))
+    if here:
+        return here
+    everywhere = {k: sec for sec, keys in FILE_SECTIONS.items() for k in keys}
+    close = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]} in [{everywhere[close[0]]}]?)" if close else ""
 
 
 def _check_private(path: Path) -> None:
@@ -123,9 +181,11 @@ def load_settings(config: str | None, env: Mapping[str, str], flags: Mapping[str
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting {name}: {first['msg']}") from exc
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            problems.append(f"setting {name}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from exc
 
 
 def environment() -> dict[str, str]:

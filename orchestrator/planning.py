@@ -7,18 +7,19 @@ import enum
 import fnmatch
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from orchestrator.drs.client import DrsClient
-from orchestrator.drs.codes import ALL_STATUSES, NOT_FOUND_CODES, StatusClass, classify
+from orchestrator.drs.codes import NOT_FOUND_CODES, StatusClass, classify
 from orchestrator.drs.models import DB_USE_TYPES, JobDetail
 from orchestrator.errors import SelectionError
 
-JOB_ID_RE = re.compile(r"^[0-9A-Za-z]{8}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{4}-[0-9A-Za-z]{12}$")
+# Selection and its parsers live in orchestrator.selection; importable from here too while callers move.
+from orchestrator.selection import JOB_ID_RE, Selection, parse_job_ids, parse_tag  # noqa: F401
+
 PLAN_FORMAT = "drs-teardown-plan/1"
 
 
@@ -31,58 +32,6 @@ class Action(enum.Enum):
     WAIT = "wait"  # transitional status: wait for the service, then decide
     SKIP = "skip"
     BLOCK = "block"
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the user asked for: ids and/or filters over the list API."""
-
-    job_ids: tuple[str, ...] = ()
-    all: bool = False
-    name_glob: str | None = None
-    status: str | None = None
-    db_use_type: str | None = None
-    engine_type: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def uses_filters(self) -> bool:
-        return bool(self.all or self.name_glob or self.status or self.db_use_type or self.engine_type or self.tags)
-
-    def validate(self) -> None:
-        if not self.job_ids and not self.uses_filters:
-            raise SelectionError("nothing selected: give job ids, --jobs-file, or a filter (--all, --name, ...)")
-        if self.status and self.status not in ALL_STATUSES:
-            raise SelectionError(f"--status {self.status!r} is not a DRS task status")
-        if self.db_use_type and self.db_use_type not in DB_USE_TYPES:
-            raise SelectionError(f"--db-use-type {self.db_use_type!r} must be one of {', '.join(DB_USE_TYPES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def parse_job_ids(values: Iterable[str], source: str = "argument") -> list[str]:
-    """Validate ids before any API call; the error names the offending argument or line."""
-    ids: list[str] = []
-    seen: set[str] = set()
-    for n, raw in enumerate(values, start=1):
-        value = raw.split("#", 1)[0].strip()
-        if not value:
-            continue
-        if not JOB_ID_RE.match(value):
-            where = f"{source} line {n}" if source != "argument" else f"argument {n}"
-            raise SelectionError(f"{where}: {value!r} is not a DRS job id (expected 8-4-4-4-12 characters)")
-        if value not in seen:
-            seen.add(value)
-            ids.append(value)
-    return ids
-
-
-def parse_tag(value: str) -> tuple[str, str]:
-    key, sep, val = value.partition("=")
-    if not sep or not key:
-        raise SelectionError(f"--tag {value!r}: expected KEY=VALUE")
-    return key, val
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from orchestrator import api
+from orchestrator import api, usecases
 from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
-from orchestrator.engine import actor_info, new_worker_id, start_run
-from orchestrator.planning import Plan, Selection
+from orchestrator.planning import Plan
+from orchestrator.selection import Selection
 from orchestrator.simulator import JobSpec, Simulator
-from orchestrator.store.repo import Context, Store
+from orchestrator.store.repo import Store
 
 TOKEN = "tok-" + "x" * 20
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -30,7 +30,7 @@ class Teardown:
 
     store: Store
     run_id: str
-    summary: api.RunSummary
+    summary: usecases.RunSummary
     plan: Plan
     sim: Simulator
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -53,16 +53,16 @@ async def teardown_async(sim: Simulator, url: str, db: str, selection: Selection
                          clock: Clock | None = None, env: Mapping[str, str] | None = None,
                          **settings_kw: Any) -> Teardown:
     s = settings(url, db, **settings_kw)
-    clock = clock or RealClock()
-    conn = api.connect(s, dict(env) if env is not None else {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN})
     store = Store(s.db)
-    async with api.make_client(conn, s, clock) as client:
-        plan = await api.plan(client, selection or Selection(all=True), url, clock)
-        ctx = Context(actor=actor_info(conn.identity), worker=new_worker_id(), ticket=s.ticket, reason=s.reason)
-        tuning = api.tuning_from(s)
-        run_id = start_run(store, plan, ctx, tuning, clock.now(), consent="test")
-        summary = await api.execute(store, client, ctx, tuning, clock, run_id, fresh=True)
-    return Teardown(store, run_id, summary, plan, sim, {j["job_id"]: j["outcome"] for j in summary.jobs})
+    td = usecases.Teardown(s, dict(env) if env is not None else {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN},
+                           selection=selection or Selection(all=True), consent="test", store=store,
+                           clock=clock or RealClock(),
+                           # Looked up per call: tests replace `api.make_client` to put their transport in.
+                           client_factory=lambda conn, s, c: api.make_client(conn, s, c))
+    run_plan = await td.plan()
+    run_id = td.record()
+    summary = await td.execute()
+    return Teardown(store, run_id, summary, run_plan.as_plan(), sim, {j["job_id"]: j["outcome"] for j in summary.jobs})
 
 
 def teardown(sim: Simulator, url: str, db: str, selection: Selection | None = None, **kw: Any) -> Teardown:

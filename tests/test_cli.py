@@ -84,13 +84,18 @@ def test_jobs_file_from_stdin_and_unknown_id_is_skipped(sqlite_db: str) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     with simulator() as (sim, url):
         a, b = sim.add_jobs(2, JobSpec(status="CREATE_FAILED"))
-        result = cli(["run", "--jobs-file", "-", "--yes", "--output", "json", *FAST], env_for(url, sqlite_db),
-                     input=f"{a}\n# comment\n{b}\n{unknown}\n")
+        result = cli(["run", "--jobs-file", "-", "--yes", "--missing-ok", "--output", "json", *FAST],
+                     env_for(url, sqlite_db), input=f"{a}\n# comment\n{b}\n{unknown}\n")
         assert result.exit_code == 0, result.output
         outcomes = {j["job_id"]: (j["outcome"], j["reason"]) for j in doc(result)["jobs"]}
         assert outcomes[a][0] == outcomes[b][0] == "deleted"
         assert outcomes[unknown][0] == "skipped" and "not found" in outcomes[unknown][1]
         assert sim.violations.get("unknown_job_action", 0) == 0
+        # Without --missing-ok a mistyped id fails the run (exit 3); upper case is the same id.
+        c = sim.add_job(JobSpec(status="CREATE_FAILED"))
+        strict = cli(["run", c.upper(), unknown, "--yes", "--output", "json", *FAST], env_for(url, sqlite_db))
+        assert strict.exit_code == doc(strict)["exit_code"] == 3, strict.output
+        assert {j["job_id"]: j["outcome"] for j in doc(strict)["jobs"]} == {c: "deleted", unknown: "skipped"}
 
 
 def test_dry_run_without_yes_sends_nothing(sqlite_db: str) -> None:
@@ -206,7 +211,7 @@ def test_db_upgrade_and_help(sqlite_db: str) -> None:
     assert r.exit_code == 0 and "revision 0001" in r.stderr
     h = cli(["--help"])
     for command in ("demo", "plan", "run", "resume", "worker", "status", "audit", "verify", "report",
-                    "simulator", "db"):
+                    "simulator", "db", "completion"):
         assert command in h.stdout
 
 
@@ -299,8 +304,8 @@ def test_verify_expect_head(sqlite_db: str) -> None:
     v = doc(cli(["verify", run_id, "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db}))
     head = v["runs"][0]["head_hash"]
     ok = cli(["verify", run_id, "--expect-head", head], {"DRS_TEARDOWN_DB": sqlite_db})
-    assert ok.exit_code == 0 and head in ok.stderr
+    assert ok.exit_code == 0 and head in ok.stdout  # verdicts are results: stdout
     bad = cli(["verify", run_id, "--expect-head", "0" * 64], {"DRS_TEARDOWN_DB": sqlite_db})
-    assert bad.exit_code == 4 and "HEAD MISMATCH" in bad.stderr
+    assert bad.exit_code == 4 and "HEAD MISMATCH" in bad.stdout
     usage = cli(["verify", "--expect-head", head], {"DRS_TEARDOWN_DB": sqlite_db})
     assert usage.exit_code == 1

@@ -20,10 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_exported_members_are_exactly_the_public_api() -> None:
     import inspect
 
+    assert orchestrator.__all__ == sorted(orchestrator.__all__)
+    assert dir(orchestrator) == orchestrator.__all__
+    for name in orchestrator.__all__:  # every public name resolves (the face loads them on first use)
+        assert getattr(orchestrator, name) is not None, name
     exported = [name for name, value in vars(orchestrator).items()
                 if not name.startswith("_") and not inspect.ismodule(value)]
     assert sorted(exported) == sorted(n for n in orchestrator.__all__ if n != "__version__")
-    assert orchestrator.__all__ == sorted(orchestrator.__all__)
+    with pytest.raises(AttributeError):
+        orchestrator.no_such_name  # noqa: B018
+
+
+def test_python_m_on_a_module_prints_no_warning() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "always", "-m", "orchestrator.lifecycle"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.startswith("stateDiagram-v2")
+    assert "Warning" not in proc.stderr, proc.stderr
 
 
 def test_readme_diagram_and_table_match_the_transitions_table() -> None:

@@ -246,3 +246,44 @@ def test_run_process_dies_after_sending_and_workers_finish_the_run(pg_url: str, 
     # Every stop went out once: the victim's last batch was reconciled by reading, not re-sent.
     assert set(terminates.values()) == {1}, terminates
     assert figures["takeovers"] >= 1
+
+
+def test_a_worker_started_before_the_run_waits_for_it(pg_url: str) -> None:
+    """Workers started alongside `run` (before it has recorded its run) wait for it rather than exit; a worker
+    with nothing to do leaves at once. (Through the use-case layer, as a runbook would.)"""
+    import asyncio
+    import threading
+
+    from orchestrator.selection import Selection
+    from orchestrator.usecases import Teardown, work_runs
+    from tests.kit import settings
+
+    env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}
+    with simulator(profile="fast") as (sim, url):
+        sim.add_jobs(10, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
+        store = Store(pg_url)
+        s = settings(url, pg_url, poll_interval=0.05)
+
+        def record_a_run_later() -> None:
+            time.sleep(1.0)
+            td = Teardown(s, env, selection=Selection(all=True), consent="test", store=Store(pg_url))
+            asyncio.run(td.plan())
+            td.record()
+
+        def work(wait: float) -> int:
+            result = asyncio.run(work_runs(store, s, env, {}, None, stop_event=asyncio.Event(), wait_for_runs=wait))
+            return result.exit_code
+
+        planner = threading.Thread(target=record_a_run_later)
+        planner.start()
+        started = time.monotonic()
+        code = work(30)
+        planner.join()
+        assert code == 0
+        assert 1.0 <= time.monotonic() - started < 30
+        run = store.runs()[0]
+        assert run.status == "finished" and store.state_counts(run.id) == {"deleted": 10}
+        started = time.monotonic()
+        assert work(0) == 0
+        assert time.monotonic() - started < 5
+        store.close()

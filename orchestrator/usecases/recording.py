@@ -1,0 +1,109 @@
+"""Recording a run: the run row, its tasks (one per planned item) and their first audit records.
+
+Two orders, chosen in one place (`records_before_planning`): with a store that can add tasks to a recorded run
+(`Store.add_tasks`), the run is recorded before planning starts (status "planning"), so a kill at any moment
+is resumable; otherwise the run and its tasks are recorded together once the plan is made.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.engine import Tuning
+from orchestrator.lifecycle import TERMINAL, Lifecycle, TaskModel, TaskState
+from orchestrator.planning import Action, Plan, PlanItem
+from orchestrator.store.models import Run, Task
+from orchestrator.store.repo import Context, Event, Store
+
+PLANNING = "planning"
+RECORDED_BEFORE_PLANNING = "recorded_before_planning"  # in Run.options: its plan may not be (fully) recorded
+
+
+def needs_planning(run: Run) -> bool:
+    """A run recorded before planning whose plan was never recorded (killed or stopped while planning)."""
+    return bool(run.options.get(RECORDED_BEFORE_PLANNING)) and run.plan_hash is None
+
+
+def records_before_planning(store: Store) -> bool:
+    """True when the store can record a run first and add its tasks as planning finds them."""
+    return callable(getattr(store, "add_tasks", None))
+
+
+def new_run(run_id: str, ctx: Context, tuning: Tuning, now: datetime, *, project_id: str, endpoint: str,
+            selection: Mapping[str, Any], consent: str, plan_hash: str | None, status: str,
+            options: Mapping[str, Any] | None = None) -> Run:
+    return Run(id=run_id, created_at=now, finished_at=None, status=status, project_id=project_id,
+               endpoint=endpoint, selection=dict(selection), options={**tuning.to_dict(), **(options or {})},
+               actor=ctx.actor, ticket=ctx.ticket, reason=ctx.reason, consent=consent, plan_hash=plan_hash,
+               exit_code=None, deadline_at=now + timedelta(seconds=tuning.timeout), head_hash="")
+
+
+def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,
+              targets: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], list[Event]]:
+    """Task column dicts (pending / skipped / blocked per the plan) and their `plan` records."""
+    lifecycle = Lifecycle()
+    with_target = "target" in Task.__table__.columns  # a store that records each task's target
+    tasks: list[dict[str, Any]] = []
+    events: list[Event] = []
+    for item in items:
+        model = TaskModel(item.job_id, last_status=item.status)
+        events.append(Event(trigger="plan", job_id=item.job_id, to_state=TaskState.PENDING.value,
+                            remote_status=item.status, detail=f"{item.action.value}: {item.reason}"))
+        if item.action is Action.SKIP:
+            events.append(Event.of(lifecycle.fire(model, "skip"), detail=item.reason))
+        elif item.action is Action.BLOCK:
+            events.append(Event.of(lifecycle.fire(model, "block"), detail=item.reason))
+        row = {"run_id": run_id, "job_id": item.job_id, "name": item.name, "db_use_type": item.db_use_type,
+               "engine_type": item.engine_type, "parent_job_id": item.parent_job_id,
+               "order_id": item.order_id, "planned_action": item.action.value, "plan_status": item.status,
+               "state": model.state, "last_status": item.status, "last_observed_at": now,
+               "reason": item.reason if model.state in TERMINAL else None, "error_code": None,
+               "stop_attempts": 0, "forced": False, "busy_retries": 0, "resends": 0,
+               "phase_started_at": now, "next_check_at": now, "unchanged_polls": 0, "lease_owner": None,
+               "lease_expires_at": None, "updated_at": now}
+        if with_target and targets:
+            row["target"] = targets.get(item.job_id)
+        tasks.append(row)
+    return tasks, events
+
+
+def start_event(plan: Plan, consent: str) -> Event:
+    return Event(trigger="run_started", detail=f"consent={consent}; plan={plan.hash}; "
+                 f"targets={len(plan.items)}; counts={plan.counts()}")
+
+
+def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datetime, *, consent: str,
+              plan_hash: str | None = None, selection: Mapping[str, Any] | None = None,
+              options: Mapping[str, Any] | None = None, targets: Mapping[str, str] | None = None) -> str:
+    """Record a run with its tasks and their first records in one step; returns the run id."""
+    run_id = uuid.uuid4().hex
+    run = new_run(run_id, ctx, tuning, now, project_id=plan.project_id, endpoint=plan.endpoint,
+                  selection=selection or plan.selection.to_dict(), consent=consent, plan_hash=plan_hash,
+                  status="running", options=options)
+    tasks, events = task_rows(run_id, plan.items, now, targets)
+    store.create_run(run, tasks, ctx, [start_event(plan, consent), *events], now)
+    return run_id
+
+
+def begin_run(store: Store, ctx: Context, tuning: Tuning, now: datetime, *, project_id: str, endpoint: str,
+              selection: Mapping[str, Any], consent: str, options: Mapping[str, Any] | None = None) -> str:
+    """Record a run before planning (status "planning"): selection, options and consent, no tasks yet."""
+    run_id = uuid.uuid4().hex
+    run = new_run(run_id, ctx, tuning, now, project_id=project_id, endpoint=endpoint, selection=selection,
+                  consent=consent, plan_hash=None, status=PLANNING,
+                  options={**(options or {}), RECORDED_BEFORE_PLANNING: True})
+    store.create_run(run, [], ctx, [Event(trigger="run_recorded", detail=f"consent={consent}; planning")], now)
+    return run_id
+
+
+def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime, *, consent: str,
+             targets: Mapping[str, str] | None = None) -> None:
+    """Add the tasks a plan found to a run recorded before planning (only those not recorded yet)."""
+    known = {t.job_id for t in store.tasks(run_id)}
+    items = [i for i in plan.items if i.job_id not in known]
+    tasks, events = task_rows(run_id, items, now, targets)
+    store.add_tasks(run_id, tasks, ctx, [start_event(plan, consent), *events], now)  # type: ignore[attr-defined]
+    store.set_run(run_id, status="running", plan_hash=plan.hash)

@@ -1,0 +1,114 @@
+"""Continuing a run: pick it, own it, plan what was never planned (a kill while planning), then execute."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from orchestrator.clock import Clock, RealClock
+from orchestrator.config import Settings
+from orchestrator.engine import Tuning
+from orchestrator.errors import ConfigError, SelectionError
+from orchestrator.progress import Snapshot
+from orchestrator.selection import Selection, Target
+from orchestrator.store.models import Run
+from orchestrator.store.repo import Context, Event, Store
+from orchestrator.usecases import rails
+from orchestrator.usecases.connection import (
+    Connection,
+    connect,
+    connect_targets,
+    make_client,
+    settings_for_run,
+    tuning_for_run,
+)
+from orchestrator.usecases.context import new_context
+from orchestrator.usecases.recording import add_plan, needs_planning
+from orchestrator.usecases.summary import RunSummary
+from orchestrator.usecases.teardown import (
+    ClientFactory,
+    execute_run,
+    plan_targets,
+    recorded_targets,
+    single_target,
+)
+
+
+def find_run(store: Store, run_id: str) -> Run:
+    """A run by id or unique prefix; a SelectionError naming the input otherwise."""
+    run = store.find_run(run_id)
+    if run is None:
+        raise SelectionError(f"no run {run_id!r} in {_safe(store)} (see `drs-teardown status`)")
+    return run
+
+
+def pick_run(store: Store, run_id: str | None) -> Run | None:
+    """The named run, else the latest unfinished one; None when every run is finished."""
+    if run_id:
+        return find_run(store, run_id)
+    unfinished = store.unfinished_runs()
+    return unfinished[0] if unfinished else None
+
+
+def _safe(store: Store) -> str:
+    """The store's URL without its password (never in any output)."""
+    try:
+        return make_url(store.url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say which store without echoing it
+        return "the database"
+
+
+@dataclass
+class Resumption:
+    """A run made ready to continue: owned by this process, with its settings, tuning and connections."""
+
+    store: Store
+    run: Run
+    settings: Settings
+    tuning: Tuning
+    ctx: Context
+    conns: list[Connection]
+    targets: list[Target] | None
+    clock: Clock = field(default_factory=RealClock)
+    claim: Any = None
+    client_factory: ClientFactory = make_client
+
+    async def execute(self, *, progress: Callable[[Snapshot], None] | None = None,
+                      stop_event: asyncio.Event | None = None) -> RunSummary:
+        if needs_planning(self.run):
+            await self._plan_the_rest()
+        self.store.set_run(self.run.id, status="running")
+        return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
+                                 self.clock, self.run.id, fresh=False, progress=progress, stop_event=stop_event,
+                                 client_factory=self.client_factory)
+
+    async def _plan_the_rest(self) -> None:
+        """The run was killed while planning: plan its recorded selection, add what was never recorded."""
+        targets = self.targets or [single_target(self.settings, Selection.from_dict(self.run.selection))]
+        run_plan = await plan_targets(self.settings, targets, self.conns, self.clock,
+                                      several=self.targets is not None, client_factory=self.client_factory)
+        rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
+        add_plan(self.store, self.run.id, run_plan.as_plan(), self.ctx, self.clock.now(), consent=self.run.consent,
+                 targets=run_plan.job_targets())
+
+
+def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str, str], flags: Mapping[str, Any], *,
+                   on_token: Callable[[str], None] | None = None, clock: Clock | None = None) -> Resumption:
+    """Own `run` (refused, naming the holder, while another live process works it) and get it ready."""
+    if settings.project_id and settings.project_id != run.project_id and not run.selection.get("targets"):
+        raise ConfigError(f"run {run.id} is for project {run.project_id}, the settings say {settings.project_id}")
+    settings = settings_for_run(settings, run)
+    targets = recorded_targets(run.selection)
+    conns: Sequence[Connection] = (connect_targets(settings, env, targets, on_token=on_token) if targets
+                                   else [connect(settings, env, on_token=on_token)])
+    ctx = new_context(conns[0].identity, ticket=settings.ticket, reason=settings.reason)
+    claim = None if store.is_postgres else rails.own_run(store, run.id, ctx.worker)
+    tuning = tuning_for_run(settings, run.options, flags)
+    clock = clock or RealClock()
+    store.append_events(run.id, ctx, [Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],
+                        clock.now())
+    return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)

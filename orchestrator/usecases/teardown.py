@@ -1,0 +1,333 @@
+"""A teardown, step by step: select -> plan -> (consent) -> record -> execute -> summarise, with the rails.
+
+`Teardown` is what the CLI's `run` and `plan`, `demo` and a Python runbook all drive; the CLI only adds its
+prompt between `plan()` and `record()`. `execute()` is the one place the engine is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.clock import Clock, RealClock
+from orchestrator.config import Settings
+from orchestrator.drs.client import DrsClient
+from orchestrator.engine import Engine, Tuning
+from orchestrator.errors import ConfigError, EngineAbort, Interrupted, SelectionError
+from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, make_plan
+from orchestrator.progress import Snapshot
+from orchestrator.selection import Selection, Target
+from orchestrator.store.repo import Context, Event, Store
+from orchestrator.usecases import rails
+from orchestrator.usecases.connection import (
+    Connection,
+    connect,
+    connect_targets,
+    make_client,
+    settings_for_target,
+    tuning_from,
+)
+from orchestrator.usecases.context import new_context
+from orchestrator.usecases.recording import add_plan, begin_run, records_before_planning, start_run
+from orchestrator.usecases.routing import TargetRouter
+from orchestrator.usecases.summary import RunSummary, summarize, targets_of
+from orchestrator.wire import Exchange
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """One target's plan."""
+
+    target: Target
+    conn: Connection
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The plan of one run: one part per target (one part without a targets file)."""
+
+    parts: tuple[TargetPlan, ...]
+    several: bool = False  # from a targets file: the JSON names each target
+
+    @property
+    def items(self) -> tuple[PlanItem, ...]:
+        return tuple(i for p in self.parts for i in p.plan.items)
+
+    @property
+    def project_ids(self) -> list[str]:
+        return [p.conn.project_id for p in self.parts]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for it in self.items:
+            out[it.action.value] = out.get(it.action.value, 0) + 1
+        return out
+
+    @property
+    def hash(self) -> str:
+        if not self.several:
+            return self.parts[0].plan.hash
+        body = "\n".join(f"{p.target.label}:{p.plan.hash}" for p in self.parts)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def job_targets(self) -> dict[str, str]:
+        return {i.job_id: p.target.label for p in self.parts for i in p.plan.items} if self.several else {}
+
+    def as_plan(self) -> Plan:
+        """One Plan over every target (the first target's project and endpoint name it)."""
+        first = self.parts[0].plan
+        if not self.several:
+            return first
+        return Plan(project_id=first.project_id, endpoint=first.endpoint, selection=first.selection,
+                    items=self.items, created_at=first.created_at, listed=sum(p.plan.listed for p in self.parts))
+
+    def nothing_matched(self) -> str | None:
+        """The message for an empty match, or None when something was selected."""
+        if self.items:
+            return None
+        where = "; ".join(f"{p.target.selection.describe()} in project {p.conn.project_id}"
+                          + (f" ({p.target.label})" if self.several else "") for p in self.parts)
+        return f"nothing matched {where}"
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.several:
+            return self.parts[0].plan.to_json()
+        items = [{**i.to_dict(), "target": p.target.label} for p in self.parts for i in p.plan.items]
+        return {"format": PLAN_FORMAT, "created_at": self.parts[0].plan.created_at.isoformat(),
+                "targets": [{"label": p.target.label, "endpoint": p.conn.endpoint, "project_id": p.conn.project_id,
+                             "selection": p.target.selection.to_dict(), "counts": p.plan.counts(),
+                             "hash": p.plan.hash} for p in self.parts],
+                "items": items, "counts": self.counts(), "hash": self.hash}
+
+    def recorded_selection(self) -> dict[str, Any]:
+        """What the run row keeps, so resume and workers can work every target again."""
+        if not self.several:
+            return self.parts[0].plan.selection.to_dict()
+        return {"targets": [{**p.target.to_dict(), "endpoint_url": p.conn.endpoint,
+                             "job_ids": [i.job_id for i in p.plan.items]} for p in self.parts]}
+
+
+def single_target(settings: Settings, selection: Selection) -> Target:
+    return Target(label=settings.project_id or "", project_id=settings.project_id or "", selection=selection,
+                  region=settings.region, endpoint=settings.endpoint)
+
+
+def recorded_targets(selection: Mapping[str, Any]) -> list[Target] | None:
+    """The targets a run over several targets recorded (None for a one-project run)."""
+    tables = selection.get("targets")
+    return [Target.from_dict(t) for t in tables] if tables else None
+
+
+ClientFactory = Callable[[Connection, Settings, Clock], DrsClient]
+
+
+async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Sequence[Connection], clock: Clock, *,
+                       several: bool, recorder: Callable[[Exchange], None] | None = None,
+                       client_factory: ClientFactory = make_client) -> RunPlan:
+    """Plan every target concurrently (read-only: list and batch-detail calls only)."""
+
+    async def one(target: Target, conn: Connection) -> TargetPlan:
+        async with client_factory(conn, settings_for_target(settings, target) if several else settings,
+                               clock) as client:
+            client.recorder = recorder
+            plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now())
+        return TargetPlan(target, conn, plan)
+
+    parts = await asyncio.gather(*(one(t, c) for t, c in zip(targets, conns, strict=True)))
+    return RunPlan(tuple(parts), several)
+
+
+@dataclass
+class Teardown:
+    """One teardown. `consent` known up front (e.g. "yes-flag") lets a store that can records the run before
+    planning; otherwise the caller approves after `plan()` (the CLI's prompt) and the run is recorded then."""
+
+    settings: Settings
+    env: Mapping[str, str]
+    selection: Selection | None = None
+    targets: list[Target] | None = None  # from a targets file
+    reviewed: Plan | None = None
+    reviewed_source: str = "the plan file"
+    consent: str | None = None
+    missing_ok: bool = False
+    clock: Clock = field(default_factory=RealClock)
+    on_token: Callable[[str], None] | None = None
+    store: Store | None = None
+    client_factory: ClientFactory = make_client  # the seam: tests hand in clients over their own transport
+    run_id: str | None = None
+    run_plan: RunPlan | None = None
+    claim: Any = None
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.selection is None and self.targets is None and self.reviewed is not None:
+            self.selection = self.reviewed.selection
+        if (self.selection is None) == (self.targets is None):
+            raise ConfigError("give a selection or a targets file (one of them)")
+        if self.reviewed is not None and self.targets is not None:
+            raise ConfigError("--plan and --targets cannot be combined: a reviewed plan names its own tasks")
+        self.tuning: Tuning = tuning_from(self.settings)
+        self._targets = self.targets or [single_target(self.settings, self.selection or Selection())]
+        self.conns: list[Connection] = []
+        self.ctx: Context | None = None
+
+    @property
+    def several(self) -> bool:
+        return self.targets is not None
+
+    def connect(self) -> list[Connection]:
+        if not self.conns:
+            self.conns = (connect_targets(self.settings, self.env, self._targets, on_token=self.on_token)
+                          if self.several else [connect(self.settings, self.env, on_token=self.on_token)])
+            self.ctx = new_context(self.conns[0].identity, ticket=self.settings.ticket, reason=self.settings.reason)
+        return self.conns
+
+    def _options(self) -> dict[str, Any]:
+        return {"missing_ok": self.missing_ok}
+
+    async def plan(self, stop_event: asyncio.Event | None = None, *, record: bool = True,
+                   check: bool = True) -> RunPlan:
+        """Connect, plan every target, check --max-targets and drift. With consent given up front and a store
+        that can, the run is recorded first, so a kill while planning leaves a resumable run."""
+        conns = self.connect()
+        if record and self.consent and self.store is not None and records_before_planning(self.store):
+            assert self.ctx is not None
+            self.run_id = begin_run(self.store, self.ctx, self.tuning, self.clock.now(),
+                                    project_id=conns[0].project_id, endpoint=conns[0].endpoint,
+                                    selection=self._selection_before_planning(), consent=self.consent,
+                                    options=self._options())
+            self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
+        self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,
+                                           recorder=self.exchanges.append, client_factory=self.client_factory)
+        if stop_event is not None and stop_event.is_set():
+            if self.run_id is not None:
+                self._interrupted("interrupted while planning")
+                raise Interrupted(f"interrupted while planning: nothing was sent; run {self.run_id} is "
+                                  f"resumable: drs-teardown resume {self.run_id}")
+            raise Interrupted("interrupted while planning: no run started, nothing was sent")
+        empty = self.run_plan.nothing_matched()
+        if empty and self.run_id is not None and self.store is not None and self.ctx is not None:
+            self.store.finish_run(self.run_id, self.ctx, Event(trigger="run_finished", outcome="0", detail=empty),
+                                  self.clock.now(), 0)
+        if check:
+            self.check(self.run_plan)
+        return self.run_plan
+
+    def _selection_before_planning(self) -> dict[str, Any]:
+        if not self.several:
+            return self._targets[0].selection.to_dict()
+        return {"targets": [t.to_dict() for t in self._targets]}
+
+    def check(self, run_plan: RunPlan) -> None:
+        """The rails that need only the plan: --max-targets over all targets, and drift from a reviewed plan."""
+        rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
+        if run_plan.several:
+            seen: dict[str, str] = {}
+            for part in run_plan.parts:
+                for item in part.plan.items:
+                    if item.job_id in seen and seen[item.job_id] != part.target.label:
+                        raise SelectionError(f"task {item.job_id} is selected by the targets {seen[item.job_id]} and "
+                                             f"{part.target.label}: a task belongs to one target")
+                    seen[item.job_id] = part.target.label
+        if self.reviewed is not None:
+            rails.check_drift(self.reviewed, run_plan.as_plan(), self.reviewed_source)
+
+    def record(self, consent: str | None = None) -> str:
+        """Record the run (or add the plan's tasks to the run recorded before planning); returns its id."""
+        if self.run_plan is None or self.store is None or self.ctx is None:
+            raise ConfigError("plan before recording: Teardown.plan() first, with a store")
+        consent = consent or self.consent
+        if not consent:
+            raise ConfigError("no consent: pass consent= (the CLI's --yes or the typed project id)")
+        self.consent = consent
+        rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
+                                         if i.action in rails.ACTIONABLE], exclude=self.run_id)
+        plan_hash = self.reviewed.hash if self.reviewed is not None else self.run_plan.hash
+        if self.run_id is not None:
+            add_plan(self.store, self.run_id, self.run_plan.as_plan(), self.ctx, self.clock.now(), consent=consent,
+                     targets=self.run_plan.job_targets())
+            if self.several:
+                self.store.set_run(self.run_id, selection=self.run_plan.recorded_selection())
+        else:
+            self.run_id = start_run(self.store, self.run_plan.as_plan(), self.ctx, self.tuning, self.clock.now(),
+                                    consent=consent, plan_hash=plan_hash,
+                                    selection=self.run_plan.recorded_selection(), options=self._options(),
+                                    targets=self.run_plan.job_targets())
+            self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
+        self.store.record_exchanges(self.run_id, self.ctx.worker, self.exchanges)
+        self.exchanges = []
+        return self.run_id
+
+    def _interrupted(self, why: str) -> None:
+        if self.store is not None and self.run_id is not None and self.ctx is not None:
+            with contextlib.suppress(Exception):
+                self.store.set_run(self.run_id, status="interrupted")
+                self.store.append_events(self.run_id, self.ctx, [Event(trigger="run_interrupted", detail=why)],
+                                         self.clock.now())
+
+    async def execute(self, *, progress: Callable[[Snapshot], None] | None = None,
+                      stop_event: asyncio.Event | None = None) -> RunSummary:
+        if self.store is None or self.run_id is None or self.ctx is None:
+            raise ConfigError("record before executing: Teardown.record() first")
+        return await execute_run(self.store, self.conns, self._targets if self.several else None, self.settings,
+                                 self.ctx, self.tuning, self.clock, self.run_id, fresh=True, progress=progress,
+                                 stop_event=stop_event, client_factory=self.client_factory)
+
+
+async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequence[Target] | None,
+                      settings: Settings, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *, fresh: bool,
+                      wait_for_all: bool = True, progress: Callable[[Snapshot], None] | None = None,
+                      stop_event: asyncio.Event | None = None,
+                      client_factory: ClientFactory = make_client) -> RunSummary:
+    """Open a client per target and work the run through the engine."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(
+            client_factory(c, settings_for_target(settings, t) if targets else settings, clock))
+            for c, t in zip(conns, targets or [None] * len(conns), strict=True)]
+        labels = [t.label for t in targets] if targets else []
+        client: DrsClient | TargetRouter = clients[0]
+        kw: dict[str, Any] = {}
+        if len(clients) > 1:
+            by_label = dict(zip(labels, clients, strict=True))
+            if "clients" in inspect.signature(Engine).parameters:  # an engine that works targets itself
+                kw["clients"] = by_label
+            else:
+                run = store.run(run_id)
+                client = TargetRouter(by_label, targets_of(run.selection if run is not None else {}))
+        return await execute(store, client, ctx, tuning, clock, run_id, fresh=fresh,  # type: ignore[arg-type]
+                             wait_for_all=wait_for_all, progress=progress, stop_event=stop_event, **kw)
+
+
+async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *,
+                  fresh: bool = False, wait_for_all: bool = True,
+                  progress: Callable[[Snapshot], None] | None = None,
+                  stop_event: asyncio.Event | None = None,
+                  clients: Mapping[str, DrsClient] | None = None) -> RunSummary:
+    """Work the run until done, interrupted or aborted (the engine records how it ended), then summarise.
+
+    Anything unexpected (MemoryError included) marks the run interrupted, so it stays resumable, and is raised."""
+    kw: dict[str, Any] = {"clients": dict(clients)} if clients else {}
+    engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
+                    stop_event=stop_event or asyncio.Event(), **kw)
+    try:
+        await engine.run(wait_for_all=wait_for_all)
+    except EngineAbort:
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            run = store.run(run_id)
+            if run is not None and run.status not in ("finished", "interrupted"):
+                store.set_run(run_id, status="interrupted")
+        raise
+    summary = summarize(store, run_id)
+    run = store.run(run_id)
+    if run is not None and run.status == "finished" and run.exit_code != summary.exit_code:
+        store.set_run(run_id, exit_code=summary.exit_code)  # the not-found rule lives here, above the engine
+    summary.extra = {"api_calls": engine.calls, "stats": dict(engine.stats), "client": dict(client.stats)}
+    return summary

@@ -1,0 +1,99 @@
+"""Help that teaches (issue 17): examples, exit codes, environment, -h everywhere, completion, valid values,
+did-you-mean for config keys, and --log-format json on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.simulator import JobSpec
+from tests.kit import PROJECT, TOKEN, cli, simulator
+
+COMMANDS = ["demo", "plan", "run", "resume", "worker", "status", "audit", "verify", "report", "completion"]
+
+
+def test_top_level_help_lists_exit_codes_and_environment() -> None:
+    h = cli(["-h"])
+    assert h.exit_code == 0
+    for needle in ("Exit codes:", "130", "refused by a safety rail", "DRS_TEARDOWN_AUTH_TOKEN",
+                   "HUAWEICLOUD_SDK_AK", "DRS_TEARDOWN_LOG_FORMAT", "DRS_TEARDOWN_LANGUAGE", "--log-format",
+                   "--language", *COMMANDS, "db", "simulator"):
+        assert needle in h.stdout, needle
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_examples_and_takes_dash_h(command: str) -> None:
+    h = cli([command, "-h"])
+    assert h.exit_code == 0, h.output
+    assert ("Examples:" in h.stdout) or ("Install:" in h.stdout), h.stdout
+    if command != "completion":
+        assert "--output" in h.stdout
+
+
+def test_groups_take_dash_h_too() -> None:
+    assert cli(["db", "-h"]).exit_code == 0
+    assert "Example" in cli(["db", "upgrade", "-h"]).stdout
+    sim = cli(["simulator", "-h"])
+    assert sim.exit_code == 0 and "serve" in sim.stdout
+
+
+@pytest.mark.parametrize("shell, needle", [("bash", "complete -o"), ("zsh", "compdef"),
+                                           ("fish", "complete --no-files --command drs-teardown")])
+def test_completion_scripts(shell: str, needle: str) -> None:
+    r = cli(["completion", shell])
+    assert r.exit_code == 0 and needle in r.stdout and "_DRS_TEARDOWN_COMPLETE" in r.stdout
+
+
+def test_invalid_values_list_the_valid_ones_and_status_takes_any_case(sqlite_db: str) -> None:
+    bad = cli(["plan", "--status", "pausingg"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert bad.exit_code == 1
+    assert bad.stderr.count("_") > 20 and "PAUSING" in bad.stderr and "NODE_UPGRADE_FAILED" in bad.stderr
+    lang = cli(["--language", "fr", "status"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert lang.exit_code == 1 and "en-us" in lang.stderr and "zh-cn" in lang.stderr
+    with simulator() as (sim, url):
+        job = sim.add_job(JobSpec(status="PAUSING"))
+        ok = cli(["plan", "--all", "--status", "pausing", "--output", "json"],
+                 {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
+                  "DRS_TEARDOWN_ENDPOINT": url, "DRS_TEARDOWN_DB": sqlite_db})
+    assert ok.exit_code == 0 and [i["job_id"] for i in json.loads(ok.stdout)["items"]] == [job]
+
+
+def test_every_unknown_config_key_is_reported_with_a_did_you_mean(tmp_path: Path, sqlite_db: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nbatchsize = 5\npoll_intervall = 2\nregion = "x"\n[dbs]\nurl = "y"\n')
+    r = cli(["--config", str(cfg), "status"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert r.exit_code == 1
+    for needle in ("'batchsize'", "did you mean batch_size", "'poll_intervall'", "did you mean poll_interval",
+                   "'region'", "belongs in [drs]", "[dbs]"):
+        assert needle in r.stderr, needle
+
+
+def test_language_reaches_the_client(sqlite_db: str) -> None:
+    from orchestrator.clock import RealClock
+    from orchestrator.config import load_settings
+    from orchestrator.usecases import connect, make_client
+
+    settings = load_settings(None, {"DRS_TEARDOWN_LANGUAGE": "zh-CN", "DRS_TEARDOWN_ENDPOINT": "http://127.0.0.1:9",
+                                    "DRS_TEARDOWN_PROJECT_ID": PROJECT}, {"db": sqlite_db})
+    assert settings.language == "zh-cn"
+    client = make_client(connect(settings, {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}), settings, RealClock())
+    assert client._http.headers["X-Language"] == "zh-cn"
+
+
+def test_log_format_json_makes_every_stderr_line_a_json_object(sqlite_db: str) -> None:
+    with simulator() as (sim, url):
+        job = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED"))
+        r = cli(["--log-format", "json", "-v", "--progress-interval", "0.1", "run", job, "--yes",
+                 "--poll-interval", "0.05"],
+                {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url,
+                 "DRS_TEARDOWN_DB": sqlite_db})
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "event"} <= set(line) for line in lines)
+    assert any(line["event"] == "progress" and line.get("run_id") for line in lines)
+    assert any(line["event"].startswith("run ") for line in lines)
+    responses = [line for line in lines if line.get("status") and line.get("method")]
+    assert responses and all(line["path"].startswith("/v3/") and "request_id" in line for line in responses)
+    assert TOKEN not in r.stderr + r.stdout

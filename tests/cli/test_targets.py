@@ -1,0 +1,130 @@
+"""One run over several projects and regions (`--targets FILE`): the file format, credentials, one trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import SelectionError
+from orchestrator.selection import parse_targets_file
+from orchestrator.simulator import JobSpec, Simulator
+from tests.kit import TOKEN, cli
+
+AK, SK = "AKTESTTARGETS0001", "sk-" + "s" * 30
+P1, P2 = "1" * 32, "2" * 32
+FAST = ["--poll-interval", "0.05"]
+
+
+@contextmanager
+def two_regions() -> Iterator[list[tuple[Simulator, str]]]:
+    with ExitStack() as stack:
+        out = []
+        for seed, project in enumerate((P1, P2)):
+            sim = Simulator(project_id=project, seed=seed, profile="fast", aksk={AK: SK}, tokens={TOKEN})
+            out.append((sim, stack.enter_context(sim.serve())))
+        yield out
+
+
+def write_targets(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "targets.toml"
+    path.write_text(body)
+    return path
+
+
+def test_the_file_format_is_the_contract(tmp_path: Path) -> None:
+    (tmp_path / "sg.txt").write_text("0a1b2c3d-0000-4000-8000-00000000abcd\n")
+    path = write_targets(tmp_path, f'''
+[[target]]
+label = "bj4-legacy"
+region = "cn-north-4"
+project_id = "{P1}"
+name = "legacy-*"
+tags = {{env = "dev"}}
+
+[[target]]
+endpoint = "https://drs.ap-southeast-1.myhuaweicloud.com"
+project_id = "{P2}"
+jobs_file = "sg.txt"
+''')
+    one, two = parse_targets_file(str(path))
+    assert (one.label, one.region, one.selection.name_glob, one.selection.tags) == (
+        "bj4-legacy", "cn-north-4", "legacy-*", (("env", "dev"),))
+    assert two.endpoint and two.selection.job_ids == ("0a1b2c3d-0000-4000-8000-00000000abcd",)
+    assert two.label  # a default label names the place and project
+
+
+@pytest.mark.parametrize("body, needle", [
+    (f'[[target]]\nregion = "cn-north-4"\nproject_id = "{P1}"\nall = true\nregoin = "x"\n', "'regoin'"),
+    (f'[[target]]\nlabel = "a"\nregion = "cn-north-4"\nproject_id = "{P1}"\n', "target 1 (a)"),
+    (f'[[target]]\nproject_id = "{P1}"\nall = true\n', "region or endpoint"),
+    ('[[target]]\nregion = "cn-north-4"\nall = true\n', "project_id"),
+    (f'[[target]]\nregion = "r"\nproject_id = "{P1}"\njobs_file = "missing.txt"\n', "missing.txt"),
+    (f'[[target]]\nregion = "r"\nproject_id = "{P1}"\njobs = ["nope"]\n', "'nope'"),
+    (f'[run]\nall = true\n[[target]]\nregion = "r"\nproject_id = "{P1}"\nall = true\n', "'run'"),
+])
+def test_a_bad_targets_file_names_the_key_and_the_target(tmp_path: Path, body: str, needle: str) -> None:
+    with pytest.raises(SelectionError, match=None) as info:
+        parse_targets_file(str(write_targets(tmp_path, body)))
+    assert needle in str(info.value) and "targets.toml" in str(info.value)
+
+
+def test_one_run_over_two_regions_with_aksk(tmp_path: Path, sqlite_db: str) -> None:
+    with two_regions() as regions:
+        ids = [sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED")) for sim, _ in regions]
+        (tmp_path / "two.txt").write_text("\n".join(ids[1]) + "\n")
+        path = write_targets(tmp_path, f'''
+[[target]]
+label = "north"
+endpoint = "{regions[0][1]}"
+project_id = "{P1}"
+all = true
+
+[[target]]
+label = "south"
+endpoint = "{regions[1][1]}"
+project_id = "{P2}"
+jobs_file = "two.txt"
+''')
+        env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
+        plan = cli(["plan", "--targets", str(path), "--output", "json"], env)
+        assert plan.exit_code == 0, plan.output
+        p = json.loads(plan.stdout)
+        assert [t["label"] for t in p["targets"]] == ["north", "south"]
+        assert {i["target"] for i in p["items"]} == {"north", "south"}
+        capped = cli(["run", "--targets", str(path), "--yes", "--max-targets", "3"], env)
+        assert capped.exit_code == 2 and "--max-targets 3" in capped.stderr
+        assert all(sim.destructive_calls == [] for sim, _ in regions)
+        run = cli(["run", "--targets", str(path), "--yes", "--output", "json", *FAST], env)
+        assert run.exit_code == 0, run.output
+        d = json.loads(run.stdout)
+        assert {(t["label"], t["project_id"]): t["counts"] for t in d["targets"]} == {
+            ("north", P1): {"deleted": 2}, ("south", P2): {"deleted": 2}}
+        assert {j["job_id"]: j["target"] for j in d["jobs"]} == {
+            **dict.fromkeys(ids[0], "north"), **dict.fromkeys(ids[1], "south")}
+        for (sim, _), mine in zip(regions, ids, strict=True):
+            assert all(sim.status_of(i) in ("DELETED", None) for i in mine)
+            assert dict(sim.violations) == {}
+    v = cli(["verify", d["run_id"], "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert v.exit_code == 0 and json.loads(v.stdout)["ok"] is True
+
+
+def test_a_single_token_with_several_projects_is_refused_before_any_call(tmp_path: Path, sqlite_db: str) -> None:
+    with two_regions() as regions:
+        path = write_targets(tmp_path, "".join(
+            f'[[target]]\nendpoint = "{url}"\nproject_id = "{p}"\nall = true\n'
+            for (_, url), p in zip(regions, (P1, P2), strict=True)))
+        r = cli(["run", "--targets", str(path), "--yes", "--output", "json"],
+                {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_DB": sqlite_db})
+        assert all(sim.requests == [] for sim, _ in regions)
+    assert r.exit_code == 1 and "DRS_TEARDOWN_AUTH_TOKEN" in json.loads(r.stdout)["error"]
+    assert TOKEN not in r.output
+
+
+def test_targets_with_ids_or_filters_is_a_usage_error(tmp_path: Path, sqlite_db: str) -> None:
+    path = write_targets(tmp_path, f'[[target]]\nregion = "cn-north-4"\nproject_id = "{P1}"\nall = true\n')
+    r = cli(["plan", "--targets", str(path), "--all"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert r.exit_code == 1 and "--targets" in r.stderr
