@@ -82,8 +82,9 @@ cursor:pointer;background:#f8fafc}
 .ctl-label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;min-width:44px}
 .card:has(#sort-plan:checked) table.tasks tbody{display:flex;flex-direction:column}
 .card:has(#sort-plan:checked) table.tasks tr{display:grid;order:var(--p);
-grid-template-columns:44px 280px 210px 190px 1fr}
+grid-template-columns:44px 280px 240px 190px 1fr}
 .card:has(#sort-plan:checked) table.tasks thead{display:block}
+.card:has(#sort-plan:checked) table.tasks td{width:auto;min-width:0}
 .story{font-size:12.5px;min-width:230px}.story ol{margin:4px 0 0;padding-left:0;list-style:none}
 .story li{margin:2px 0;color:#334155}.story li .t{color:var(--muted);font-variant-numeric:tabular-nums}
 .story li.esc{background:#fff7ed;border-left:3px solid #ea580c;padding-left:5px}
