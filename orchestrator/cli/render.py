@@ -69,8 +69,9 @@ def plan_table(plan: Plan, *, limit: int = ROW_LIMIT) -> Table:
     items = sorted(plan.items, key=lambda it: (_ACTION_RANK.get(it.action.value, len(_ACTION_RANK)), it.job_id))
     shown, hidden = _limited(items, lambda it: it.action.value in PROBLEM_ACTIONS, limit)
     counts = _ranked_counts((it.action.value for it in plan.items), _ACTION_RANK)
+    caption = f"by action: {_caption(counts)}"
     table = Table(title=f"Plan for project {plan.project_id}: {len(plan.items)} task(s)", title_justify="left",
-                  caption=f"by action: {_caption(counts)}", caption_justify="left")
+                  caption=caption, caption_justify="left", min_width=len(caption))
     table.add_column("job id", no_wrap=True, min_width=36)
     for col in ("name", "status", "action", "why"):
         table.add_column(col, overflow="fold")
@@ -88,8 +89,9 @@ def summary_table(jobs: list[dict[str, Any]], *, limit: int = ROW_LIMIT) -> Tabl
     rows = sorted(jobs, key=lambda j: (_OUTCOME_RANK.get(j["outcome"], len(_OUTCOME_RANK)), j["job_id"]))
     shown, hidden = _limited(rows, lambda j: j["outcome"] in PROBLEM_OUTCOMES, limit)
     counts = _ranked_counts((j["outcome"] for j in jobs), _OUTCOME_RANK)
-    table = Table(title="Outcome", title_justify="left", caption=f"by outcome: {_caption(counts)}" if jobs else None,
-                  caption_justify="left")
+    caption = f"by outcome: {_caption(counts)}" if jobs else None
+    table = Table(title="Outcome", title_justify="left", caption=caption, caption_justify="left",
+                  min_width=len(caption or ""))
     table.add_column("job id", no_wrap=True, min_width=36)
     for col in ("name", "outcome", "remote status", "reason"):
         table.add_column(col, overflow="fold")
@@ -122,8 +124,9 @@ def runs_table(runs: Iterable[Any]) -> Table:
     for r in ordered:
         key = r.status if r.exit_code is None else f"{r.status} (exit {r.exit_code})"
         counts[key] = counts.get(key, 0) + 1
-    table = Table(title="Runs", title_justify="left", caption=f"by status: {_caption(counts)}" if ordered else None,
-                  caption_justify="left")
+    caption = f"by status: {_caption(counts)}" if ordered else None
+    table = Table(title="Runs", title_justify="left", caption=caption, caption_justify="left",
+                  min_width=len(caption or ""))
     for col in ("run id", "created (UTC)", "status", "exit", "project", "ticket", "consent"):
         table.add_column(col)
     for r in ordered:
