@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from reportkit import T0, synthetic_run
+from reportkit import T0, make_run, rough_fast, synthetic_run
 
 from orchestrator.lifecycle import OUTCOME_ORDER
 from orchestrator.report import OUTCOME_COLORS, STATE_COLORS, render_html, tell
@@ -256,3 +257,31 @@ def test_breakpoint_and_target_are_read_liberally() -> None:
     assert breakpoint_of(SimpleNamespace(gtid=None), [record]) == "replication stopped at position mysql-bin.000009:77"
     assert target_of(SimpleNamespace()) is None and target_of(SimpleNamespace(target="")) is None
     assert target_of(SimpleNamespace(target={"project_id": "p1"})) == "p1"
+
+
+# -- a real rough run over loopback ---------------------------------------------------------------------------
+
+
+def test_a_real_rough_run_tells_every_retry_and_recovery(tmp_path: Path) -> None:
+    real = make_run(tmp_path / "rough.db", jobs=60, seed=5, profile=rough_fast())
+    store = Store(real.url)
+    try:
+        page = render_html(store, real.run_id).html
+        records, tasks = store.records(real.run_id), store.tasks(real.run_id)
+    finally:
+        store.close()
+    rows = dict((name, row) for _, row in _rows(page) for name in re.findall(r"^<td class=\"idx\">\d+</td><td>"
+                                                                           r"([^<]+)<div", row))
+    assert len(rows) == len(tasks)
+    stops = Counter(r.job_id for r in records if r.trigger in ("stop", "resend"))
+    assert any(n > 1 for n in stops.values()), "the rough profile retried no stop: the test proves nothing"
+    for t in tasks:
+        row = rows[t.name]
+        if stops[t.job_id] > 1:
+            assert f"{stops[t.job_id]} stops" in row, t.name
+        if t.error_code and t.state.value == "deleted":
+            assert '<span class="rec-tag">recovered</span>' in row and f"<code>{t.error_code}</code>" in row
+    per_item = Counter(r.error_code for r in records if r.job_id and r.error_code)
+    chart = page[page.index("<h3>Error codes</h3>"):]
+    for code in per_item:
+        assert f"<code>{code}</code>" in chart, code
