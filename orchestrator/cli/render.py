@@ -197,6 +197,17 @@ class Eta:
         return f"ETA ~{_secs(max(eta, 1.0))}"
 
 
+class _LiveView:
+    """What the Live draws: the latest snapshot, rendered afresh at each refresh so the time moves on."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __rich__(self) -> Group | Text:
+        snap = self.progress.snapshot
+        return Text("starting…") if snap is None else self.progress.panel(snap)
+
+
 class Progress:
     """The progress of a run on a console: live in a terminal, plain lines elsewhere (CI logs, files).
 
@@ -210,7 +221,7 @@ class Progress:
         self.interval = interval
         self.min_gap = min(min_gap, interval)
         self.clock: Clock = clock or RealClock()
-        self.live = Live(console=console, refresh_per_second=4, transient=False) if live else None
+        self.live = Live(_LiveView(self), console=console, refresh_per_second=4, transient=False) if live else None
         self.eta = Eta()
         self.snapshot: Snapshot | None = None
         self._last_line: float | None = None  # monotonic time of the last line printed
@@ -239,7 +250,7 @@ class Progress:
         self.snapshot = snap
         eta = self.eta(snap)
         if self.live is not None:
-            self.live.update(self.panel(snap, eta))
+            self.live.refresh()  # the view reads the snapshot (and the clock) at every refresh
             return
         now = self.clock.monotonic()
         changed = self._last_counts != dict(snap.counts)
