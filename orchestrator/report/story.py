@@ -203,11 +203,17 @@ def codes_of(records: Iterable[AuditRecord], task: Task, outcome: str) -> list[C
 
 
 def breakpoint_of(task: Task, records: Sequence[AuditRecord]) -> str | None:
-    """ "replication stopped at gtid …, position …" from the task row or the latest record that has one."""
+    """ "replication stopped at gtid …, position …" from the task row or the latest record that has one.
+
+    Read liberally (issue 14 is landing beside this): `gtid` / `incre_start_position` attributes, or a
+    `breakpoint` mapping with those keys (or `position`)."""
     sources: list[Any] = [task, *reversed(records)]
     for source in sources:
-        gtid = getattr(source, "gtid", None)
-        position = getattr(source, "incre_start_position", None)
+        values = getattr(source, "breakpoint", None)
+        values = values if isinstance(values, Mapping) else {}
+        gtid = getattr(source, "gtid", None) or values.get("gtid")
+        position = (getattr(source, "incre_start_position", None) or values.get("incre_start_position")
+                    or values.get("position"))
         if gtid or position:
             parts = [f"gtid {gtid}" if gtid else "", f"position {position}" if position else ""]
             return "replication stopped at " + ", ".join(p for p in parts if p)

@@ -255,6 +255,8 @@ def test_breakpoint_and_target_are_read_liberally() -> None:
     assert breakpoint_of(SimpleNamespace(), []) is None
     record = SimpleNamespace(gtid=None, incre_start_position="mysql-bin.000009:77")
     assert breakpoint_of(SimpleNamespace(gtid=None), [record]) == "replication stopped at position mysql-bin.000009:77"
+    record = SimpleNamespace(breakpoint={"gtid": "uuid:1-9", "position": "bin.2:4"})
+    assert breakpoint_of(SimpleNamespace(), [record]) == "replication stopped at gtid uuid:1-9, position bin.2:4"
     assert target_of(SimpleNamespace()) is None and target_of(SimpleNamespace(target="")) is None
     assert target_of(SimpleNamespace(target={"project_id": "p1"})) == "p1"
 
