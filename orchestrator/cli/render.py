@@ -197,6 +197,14 @@ class Eta:
         return f"ETA ~{_secs(max(eta, 1.0))}"
 
 
+def _as_snapshot(snap: Any) -> Snapshot:
+    """The engine's progress as an orchestrator.progress.Snapshot (an older engine's value is converted)."""
+    if isinstance(snap, Snapshot):
+        return snap
+    return Snapshot(now=snap.now, started=snap.started, total=snap.total, counts=dict(snap.counts),
+                    calls=getattr(snap, "calls", 0))
+
+
 class _LiveView:
     """What the Live draws: the latest snapshot, rendered afresh at each refresh so the time moves on."""
 
@@ -247,6 +255,7 @@ class Progress:
 
     def __call__(self, snap: Snapshot) -> None:
         """A new snapshot from the engine."""
+        snap = _as_snapshot(snap)
         self.snapshot = snap
         eta = self.eta(snap)
         if self.live is not None:
