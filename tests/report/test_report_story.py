@@ -21,7 +21,7 @@ from orchestrator.report.story import Gap, attempts_of, breakpoint_of, codes_of,
 from orchestrator.report.tables import targets_table, tasks_table
 from orchestrator.report.timeline import HISTOGRAM_BINS, state_counts
 from orchestrator.store.repo import Store
-from report.trails import escalated_run, interrupted_run
+from report.trails import escalated_run, interrupted_run, scripted_run
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +287,8 @@ def test_a_real_rough_run_tells_every_retry_and_recovery(tmp_path: Path) -> None
     chart = page[page.index("<h3>Error codes</h3>"):]
     for code in per_item:
         assert f"<code>{code}</code>" in chart, code
+
+
+def test_a_run_recorded_before_planning_still_renders(store: Store) -> None:
+    report = render_html(store, scripted_run(store, {}, run_id="empty" + "0" * 27))
+    assert report.ok and "no tasks" in report.html and "Outcome <small>0 tasks</small>" in report.html
