@@ -4,9 +4,17 @@ an ETA only once there is data for it, and plan/outcome/run tables with problems
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -229,3 +237,59 @@ def test_the_runs_table_puts_problem_runs_first_and_counts_them() -> None:
     order = [m for m in re.findall(r"run\d", text)]
     assert order == ["run4", "run1", "run2", "run3", "run0"]
     assert "by status: failed (exit 4) 1 · finished (exit 3) 1 · interrupted 1 · finished (exit 0) 2 = 5" in text
+
+
+# -- a real pseudo-terminal -----------------------------------------------------------------------------------
+
+_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from datetime import timedelta
+from pathlib import Path
+from rich.console import Console
+from reportkit import T0, load_render
+from orchestrator.clock import FakeClock
+from orchestrator.progress import Snapshot, WaitGroup
+render = load_render()
+console = Console(stderr=True)
+print(f"terminal={console.is_terminal} width={console.width}", file=sys.stderr, flush=True)
+clock = FakeClock(T0)
+with render.Progress(console, live=console.is_terminal, interval=10, clock=clock) as progress:
+    for i in range(6):
+        clock.advance(5)
+        progress(Snapshot(now=clock.now(), started=T0, total=182, counts={"releasing": 170 - i, "deleted": 12 + i},
+                          groups=(WaitGroup("releasing", 170 - i, {"poll": 169 - i, "force_terminate": 1},
+                                            {"RELEASE_RESOURCE_STARTED": 169 - i, "RELEASE_RESOURCE_FAILED": 1}),),
+                          calls=40 + i, retries=3, throttled=1, errors=2))
+        time.sleep(0.3)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_live_progress_in_a_real_pseudo_terminal_fits_its_width(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))  # 24 rows, 50 columns
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    env["TERM"] = "xterm-256color"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(Path(__file__).parent)], stdin=slave,
+                             stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(master)
+    assert child.wait(timeout=60) == 0, screen.decode(errors="replace")
+    text = screen.decode("utf-8", errors="replace")
+    assert "terminal=True width=50" in text
+    visible = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    frames = [line for line in re.split(r"[\r\n]+", visible) if line.strip()]
+    assert any("force_terminate next for 1" in line or line.endswith("…") for line in frames)
+    assert any("settled" in line for line in frames)
+    too_wide = [line for line in frames if len(line) > 50]
+    assert not too_wide, too_wide

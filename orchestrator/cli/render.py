@@ -320,12 +320,16 @@ class Progress:
         return " · ".join(self._parts(snap, eta))
 
     def panel(self, snap: Snapshot, eta: float | None = None) -> Group:
-        """The live view: a bar, then one line each for states, waits, calls and ETA, cut to the width."""
+        """The live view: a bar with the counts and ETA, then a line each for states, waits and calls, cut to the
+        width (the bar shrinks first, then lines end in an ellipsis: nothing wraps)."""
         settled = sum(n for s, n in snap.counts.items() if s in TERMINAL_STATES)
-        width = 30
-        filled = int(width * settled / snap.total) if snap.total else width
         parts = self._parts(snap, eta)
-        rows = [Text(f"{'█' * filled}{'░' * (width - filled)} {parts[0].strip()}  {parts[-1]}")]
+        head = f"{parts[0].strip()}  {parts[-1]}"
+        width = min(30, self.console.width - len(head) - 1)  # the words first; the bar takes what is left
+        if width >= 8:
+            filled = int(width * settled / snap.total) if snap.total else width
+            head = f"{'█' * filled}{'░' * (width - filled)} {head}"
+        rows = [Text(head)]
         rows += [Text(f"  {p}") for p in parts[1:-1]]
         for row in rows:
             row.no_wrap, row.overflow = True, "ellipsis"
