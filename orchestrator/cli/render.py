@@ -33,6 +33,7 @@ _ACTION_RANK = {a: i for i, a in enumerate(ACTION_ORDER)}
 PROBLEM_ACTIONS = frozenset({"block"})
 PROBLEM_OUTCOMES = frozenset({"failed", "timed_out", "blocked", "pending"})
 TERMINAL_STATES = frozenset(s.value for s in TERMINAL)
+QUIET_ACTIONS = frozenset({"poll", "wait", "read"})
 SETTLED_WELL = frozenset({"deleted", "skipped"})  # progress; blocked/failed/timed_out are not
 
 
@@ -151,12 +152,15 @@ def _secs(seconds: float) -> str:
 
 
 def group_text(g: WaitGroup) -> str:
-    """ "3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), force_terminate next for 1"."""
+    """ "3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), force_terminate next for 1": what the
+    service says of the group's tasks, and the actions due next (polling goes without saying)."""
     text = f"{g.count} {g.state}"
     remote = sorted(g.remote.items(), key=lambda kv: (-kv[1], kv[0]))
     if remote:
         text += " (" + ", ".join(f"{s} {n}" for s, n in remote[:3]) + (", …" if len(remote) > 3 else "") + ")"
-    nexts = [(a, n) for a, n in sorted(g.next_actions.items(), key=lambda kv: (-kv[1], kv[0])) if n]
+    # Polling is what a waiting group does anyway; name only the actions that change something.
+    nexts = [(a, n) for a, n in sorted(g.next_actions.items(), key=lambda kv: (-kv[1], kv[0]))
+             if n and a not in QUIET_ACTIONS]
     if nexts:
         text += ", " + ", ".join(f"{a} next for {n}" for a, n in nexts)
     return text
