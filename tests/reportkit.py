@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import itertools
 import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import update
 
+import orchestrator
 from orchestrator.api import RunSummary, connect, execute, make_client, plan, tuning_from
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
@@ -227,7 +233,30 @@ def synthetic_run(store: Store, n: int, *, ticket: str | None = "CHG-2042",
     return run_id
 
 
-# -- PNG, with the standard library only ---------------------------------------------------------------------
+# -- headless Chromium and PNG, with the standard library only ------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+NO_CHROMIUM = "needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+
+
+def screenshot(html_file: Path, png: Path, profile: Path, *, size: str = "1400,2000") -> None:
+    """Render a file in headless Chromium, offline, and save a screenshot."""
+    subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size={size}", html_file.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+
+
+def near(pixel: bytes, colour: tuple[int, int, int], tolerance: int = 6) -> bool:
+    return all(abs(p - c) <= tolerance for p, c in zip(pixel[:3], colour, strict=True))
+
+
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
+
+
 
 
 @dataclass(frozen=True)
@@ -295,3 +324,17 @@ def read_png(data: bytes) -> Png:
         rows.append(bytes(line))
         prev = line
     return Png(width, height, c, rows)
+
+
+def load_render() -> ModuleType:
+    """orchestrator.cli.render; until orchestrator/cli/ is the CLI package (cli.py shadows it), from its file."""
+    try:
+        return importlib.import_module("orchestrator.cli.render")
+    except ModuleNotFoundError:
+        path = Path(orchestrator.__file__).parent / "cli" / "render.py"
+        spec = importlib.util.spec_from_file_location("orchestrator_cli_render", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module

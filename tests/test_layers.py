@@ -24,8 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                             "orchestrator.selection", "orchestrator.engine.decide")),
     ("store and settings", ("orchestrator.store", "orchestrator.config", "orchestrator.migrations")),
     ("engine", ("orchestrator.engine",)),
-    ("use cases and report", ("orchestrator.usecases", "orchestrator.api", "orchestrator.report",
-                              "orchestrator.render")),
+    ("use cases and report", ("orchestrator.usecases", "orchestrator.api", "orchestrator.report")),
     ("cli", ("orchestrator.cli", "orchestrator.__main__")),
 ]
 # Beside the engine: the simulator imports only the foundations, drs/codes and drs/signing (and itself), and

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reportkit import Attacker, RealRun, copy_run, make_run, read_png, synthetic_run
+from reportkit import CHROMIUM, Attacker, RealRun, copy_run, make_run, near, read_png, rgb, screenshot, synthetic_run
 
 from orchestrator.errors import StoreError
 from orchestrator.report import (
@@ -32,7 +31,6 @@ from orchestrator.report import (
 from orchestrator.store import audit
 from orchestrator.store.repo import Store
 
-CHROMIUM = Path("/usr/bin/chromium")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -64,7 +62,9 @@ def odd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, str]]
 
 @pytest.fixture(scope="module")
 def page(store: Store, real: RealRun) -> str:
-    return render_html(store, real.run_id)
+    report = render_html(store, real.run_id)
+    assert report.ok and report.exit_code == 0
+    return report.html
 
 
 # -- audit rows and exports ----------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_html_has_every_task(store: Store, real: RealRun, page: str) -> None:
     for t in tasks:
         assert t.job_id in page
         assert t.name and t.name in page
-    assert page.count('<tr><td class="idx">') >= len(tasks)
+    assert page.count('<td class="idx">') >= len(tasks)
 
 
 def _svg(page: str) -> ET.Element:
@@ -246,7 +246,7 @@ def test_timeline_draws_one_row_per_task_with_state_segments(store: Store, real:
 
 def test_html_escapes_everything(odd: tuple[Store, str]) -> None:
     store, run_id = odd
-    page = render_html(store, run_id)
+    page = render_html(store, run_id).html
     assert "<script>" not in page and "<b>bold</b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "@SUM(A1) &lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;" in page
@@ -256,7 +256,7 @@ def test_html_escapes_everything(odd: tuple[Store, str]) -> None:
 
 def test_html_shows_the_http_histogram_and_every_outcome(odd: tuple[Store, str]) -> None:
     store, run_id = odd
-    page = render_html(store, run_id)
+    page = render_html(store, run_id).html
     assert "HTTP exchanges <small>2</small>" in page
     assert "<code>APIGW.0308</code>" in page and "<code>none</code>" in page
     for outcome in ("deleted", "failed", "timed_out", "skipped", "blocked", "pending"):
@@ -272,12 +272,16 @@ def test_html_of_a_tampered_run_says_where_it_broke(real: RealRun, tmp_path: Pat
                          (run.run_id,))
     store = Store(run.url)
     try:
-        page = render_html(store, run.run_id)
+        report = render_html(store, run.run_id)
     finally:
         store.close()
+    page = report.html
     assert "audit chain BROKEN" in page
     assert "Broken at record seq 45." in page
     assert "intact" not in page
+    # The report is still written, with its red banner, and the caller is told: `report` exits 4.
+    assert '<div class="banner bad">' in page and "BROKEN at record seq 45" in page
+    assert not report.ok and report.verification.broken_seq == 45 and report.exit_code == 4
 
 
 def test_html_stays_sane_for_2000_tasks(tmp_path: Path) -> None:
@@ -285,7 +289,7 @@ def test_html_stays_sane_for_2000_tasks(tmp_path: Path) -> None:
     try:
         run_id = synthetic_run(store, 2000)
         started = time.monotonic()
-        page = render_html(store, run_id)
+        page = render_html(store, run_id).html
         took = time.monotonic() - started
         tasks = store.tasks(run_id)
     finally:
@@ -294,38 +298,18 @@ def test_html_stays_sane_for_2000_tasks(tmp_path: Path) -> None:
     assert len(page) < 5_000_000
     for t in tasks:
         assert t.job_id in page
+    # More than TIMELINE_MAX_ROWS tasks: no lanes, a histogram of all of them; nothing is "not drawn".
     svg = _svg(page)
-    labels = [el for el in svg.iter("text") if el.get("text-anchor") == "end"]
-    assert len(labels) == TIMELINE_MAX_ROWS
-    hidden = 2000 - TIMELINE_MAX_ROWS
-    assert f"<strong>{hidden:,} not drawn</strong>" in page
-    assert f"+ {hidden:,} more tasks not drawn" in page
-    # Problem tasks are drawn first, every kind of problem in turn.
-    diamonds = [el.get("fill") for el in svg.iter("path")]
-    for outcome in ("failed", "timed_out", "blocked"):
-        assert diamonds.count(OUTCOME_COLORS[outcome]) >= TIMELINE_MAX_ROWS // 5
-    assert OUTCOME_COLORS["deleted"] not in diamonds
+    assert not [el for el in svg.iter("text") if el.get("text-anchor") == "end" and "svc-" in (el.text or "")]
+    assert "not drawn" not in page
+    assert f"all {2000:,} tasks by state over time" in page
+    fills = {el.get("fill") for el in svg.iter("rect")}
+    for outcome in ("deleted", "failed", "timed_out", "blocked", "skipped"):
+        assert OUTCOME_COLORS[outcome] in fills, outcome
+    assert TIMELINE_MAX_ROWS < 2000
 
 
 # -- in a real browser ---------------------------------------------------------------------------------------
-
-
-def screenshot(html_file: Path, png: Path, profile: Path, *, size: str = "1400,2000") -> None:
-    """Render a file in headless Chromium, offline, and save a screenshot."""
-    subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size={size}", html_file.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
-
-
-def _near(pixel: bytes, rgb: tuple[int, int, int], tolerance: int = 6) -> bool:
-    return all(abs(p - c) <= tolerance for p, c in zip(pixel[:3], rgb, strict=True))
-
-
-def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
 
 
 @pytest.mark.browser
@@ -343,7 +327,7 @@ def test_the_report_renders_in_chromium(page: str, tmp_path: Path) -> None:
     assert len(colours) > 100, "not a real page: too few colours"
     # The timeline is drawn: bar interiors show the state palette, and the outcome cards theirs.
     for colour in (STATE_COLORS["releasing"], STATE_COLORS["deleting"], OUTCOME_COLORS["deleted"]):
-        assert any(_near(px, _rgb(colour)) for px in colours), f"{colour} not on screen"
+        assert any(near(px, rgb(colour)) for px in colours), f"{colour} not on screen"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
@@ -355,7 +339,7 @@ def test_the_report_renders_in_chromium(page: str, tmp_path: Path) -> None:
     (6 * 86400, ["0 d", "1 d", "2 d", "3 d", "4 d", "5 d", "6 d"]),
 ])
 def test_time_axis_ticks_are_round_and_few(span: float, labels: list[str]) -> None:
-    from orchestrator.report import _tick_label, _ticks
+    from orchestrator.report.timeline import tick_label, ticks
 
-    step, ticks = _ticks(span)
-    assert [_tick_label(t, step) for t in ticks] == labels
+    step, marks = ticks(span)
+    assert [tick_label(t, step) for t in marks] == labels

@@ -7,12 +7,12 @@ import secrets
 import click
 
 from orchestrator.cli.options import output_option
+from orchestrator.cli.render import counts_line, plan_table, summary_table
 from orchestrator.cli.shell import App, run_async
 from orchestrator.cli.teardown import _progress
 from orchestrator.config import load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_OK
 from orchestrator.planning import Action
-from orchestrator.render import counts_line, plan_table, summary_table
 from orchestrator.selection import Selection
 from orchestrator.simulator import Simulator
 from orchestrator.store.repo import Store

@@ -6,9 +6,9 @@ import click
 from rich.markup import escape
 
 from orchestrator.cli.options import check_output_file, output_option, write_output_file
+from orchestrator.cli.render import counts_line, runs_table, summary_table
 from orchestrator.cli.shell import App
 from orchestrator.errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, UsageError
-from orchestrator.render import counts_line, runs_table, summary_table
 from orchestrator.report import audit_rows, export_audit, render_html
 from orchestrator.usecases import find_run, summarize
 
@@ -130,8 +130,8 @@ def report(app: App, run_id: str, html_file: str, output: str) -> int:
     check_output_file(html_file, "--html")
     store = app.store(app.settings())
     run = find_run(store, run_id)
-    html = render_html(store, run.id)
-    verified = store.verify(run.id).ok
+    rendered = render_html(store, run.id)
+    html, verified = rendered.html, rendered.ok
     code = EXIT_OK if verified else EXIT_STORE
     if html_file == "-":
         click.echo(html, nl=False)

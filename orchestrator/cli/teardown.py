@@ -24,11 +24,11 @@ from orchestrator.cli.options import (
     tuning_options,
     write_output_file,
 )
+from orchestrator.cli.render import Progress, counts_line, plan_table, summary_table
 from orchestrator.cli.shell import App, run_async
 from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, SelectionError, UsageError
 from orchestrator.planning import Plan, load_plan
 from orchestrator.progress import Snapshot
-from orchestrator.render import Progress, counts_line, plan_table, summary_table
 from orchestrator.selection import parse_targets_file
 from orchestrator.usecases import RunPlan, RunSummary, Teardown, pick_run, prepare_resume, refused, summarize, work_runs
 
@@ -57,10 +57,7 @@ def _progress(app: App, every: float) -> Progress | JsonProgress:
     if app.log_format == "json":
         return JsonProgress(every)
     live = app.output == "text" and app.err.is_terminal
-    try:
-        return Progress(app.err, live=live, every=every)
-    except TypeError:  # a renderer without the interval knob
-        return Progress(app.err, live=live)
+    return Progress(app.err, live=live, interval=every)
 
 
 def _with_progress(app: App, every: float,
