@@ -28,6 +28,7 @@ ENV = {
     "lease_seconds": "DRS_TEARDOWN_LEASE_SECONDS",
     "language": "DRS_TEARDOWN_LANGUAGE",
     "log_format": "DRS_TEARDOWN_LOG_FORMAT",
+    "bss_endpoint": "DRS_TEARDOWN_BSS_ENDPOINT",
 }
 CONFIG_FILE_CAP = 1024 * 1024  # bytes
 TICKET_CAP = 255  # characters: the audit column's width (copied onto every record)
@@ -60,6 +61,9 @@ class Settings(BaseModel):
     force: bool = False
     no_force: bool = False
     record_breakpoint: bool = False
+    unsubscribe_prepaid: bool = False  # a billing action: recorded as part of the consent
+    bss_site: str | None = None  # cn | intl: where the BSS (billing) API is
+    bss_endpoint: str | None = None
     max_targets: int | None = Field(None, ge=1)
     ticket: str | None = Field(None, max_length=TICKET_CAP)
     reason: str | None = Field(None, max_length=REASON_CAP)
@@ -85,7 +89,14 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
         return value
 
-    @field_validator("endpoint", "region", "iam_endpoint", "project_id", mode="before")
+    @field_validator("bss_site")
+    @classmethod
+    def _site(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() not in ("cn", "intl"):
+            raise ValueError(f"{value!r} is not one of cn, intl")
+        return value.strip().lower() if value is not None else None
+
+    @field_validator("endpoint", "region", "iam_endpoint", "project_id", "bss_endpoint", mode="before")
     @classmethod
     def _strip(cls, value: Any) -> Any:
         # A value pasted with a trailing newline (DRS_TEARDOWN_ENDPOINT="$(cat url)\n") means the value.
@@ -94,10 +105,11 @@ class Settings(BaseModel):
 
 FILE_SECTIONS = {
     "drs": {"endpoint", "project_id", "region", "iam_endpoint", "ca_bundle", "insecure_http", "rate",
-            "concurrency", "language"},
+            "concurrency", "language", "bss_site", "bss_endpoint"},
     "database": {"url"},
     "run": {"batch_size", "poll_interval", "stop_timeout", "delete_timeout", "timeout", "force", "no_force",
-            "record_breakpoint", "max_targets", "ticket", "reason", "claim_size", "lease_seconds"},
+            "record_breakpoint", "max_targets", "ticket", "reason", "claim_size", "lease_seconds",
+            "unsubscribe_prepaid"},
     "output": {"log_format", "progress_interval"},
     "auth": {"token", "iam_user", "iam_password", "iam_domain", "iam_endpoint", "access_key", "secret_key",
              "security_token"},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 ENV = "DRS_TEARDOWN_CRASH_AT"
 POINTS = ("after_intent", "after_send", "after_response")
-KINDS = ("stop", "delete", "poll", "list", "detail", "*")
+KINDS = ("stop", "delete", "poll", "list", "detail", "unsubscribe", "bss-unsubscribe", "bss-query", "*")
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 
 

@@ -28,6 +28,7 @@ class Action(enum.Enum):
     """What the plan will do with a task."""
 
     STOP_THEN_DELETE = "stop_then_delete"
+    UNSUBSCRIBE_THEN_DELETE = "unsubscribe_then_delete"  # --unsubscribe-prepaid: BSS unsubscribe, no terminate
     DELETE = "delete"
     WAIT = "wait"  # transitional status: wait for the service, then decide
     SKIP = "skip"
@@ -173,7 +174,8 @@ async def read_details(client: DrsClient, ids: Sequence[str]) -> dict[str, JobDe
 
 
 def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
-           parent_of: dict[str, str] | None = None, children: dict[str, list[str]] | None = None) -> PlanItem:
+           parent_of: dict[str, str] | None = None, children: dict[str, list[str]] | None = None, *,
+           unsubscribe_prepaid: bool = False) -> PlanItem:
     """The policy for one task, from its freshly read detail (and the list's parent/child relations)."""
     parent_id = detail.parent_id or (parent_of or {}).get(detail.id)
     listed_children = (children or {}).get(detail.id, [])
@@ -199,6 +201,10 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
         return PlanItem(action=Action.BLOCK,
                         reason=f"dual-active DR child: only its parent {parent.id} can be stopped or deleted; "
                                "select the parent", **base)
+    if detail.order_id and cls not in (StatusClass.DELETABLE, StatusClass.WAIT) and unsubscribe_prepaid:
+        return PlanItem(action=Action.UNSUBSCRIBE_THEN_DELETE,
+                        reason=f"yearly/monthly order {detail.order_id}: unsubscribe it (BSS, a billing action), "
+                               "wait for the release without terminate, then delete", **base)
     if detail.order_id and cls not in (StatusClass.DELETABLE, StatusClass.WAIT):
         return PlanItem(action=Action.BLOCK,
                         reason=f"yearly/monthly order {detail.order_id}: unsubscribe the order first, then re-run",
@@ -215,7 +221,8 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
     return PlanItem(action=Action.STOP_THEN_DELETE, reason=why, **base)
 
 
-async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime) -> Plan:
+async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime,
+                    unsubscribe_prepaid: bool = False) -> Plan:
     """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide."""
     selection.validate()
     ids, listed, children = await resolve(client, selection)
@@ -247,7 +254,8 @@ async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, n
                                   parent_job_id=parent))
             kept.add(job_id)
             continue
-        item = decide(details[job_id], parents, selected, parent_of, children)
+        item = decide(details[job_id], parents, selected, parent_of, children,
+                      unsubscribe_prepaid=unsubscribe_prepaid)
         if selection.tags and parent is None and item.action is not Action.SKIP:
             tags = {(t.key, t.value or "") for t in details[job_id].tags}
             if not all(tag in tags for tag in selection.tags):

@@ -45,6 +45,9 @@ def connection_options(fn: F) -> F:
         click.option("--rate", type=click.FloatRange(0.01),
                      help="calls per second per API (default 180; the gateway allows 200)"),
         click.option("--concurrency", type=click.IntRange(1, 256), help="requests in flight at once (default 16)"),
+        click.option("--bss-site", type=click.Choice(["cn", "intl"]),
+                     help="the billing (BSS) site for --unsubscribe-prepaid: cn (bss.myhuaweicloud.com) or intl "
+                          "(bss-intl.myhuaweicloud.com); env DRS_TEARDOWN_BSS_ENDPOINT gives a URL instead"),
     ])
 
 
@@ -58,7 +61,11 @@ def tuning_options(fn: F) -> F:
         click.option("--no-force", is_flag=True, default=None, help="never escalate to force_terminate"),
         click.option("--force", is_flag=True, default=None, help="force_terminate from the start"),
         click.option("--record-breakpoint", is_flag=True, default=None,
-                     help="send is_show_breakpoint_position with each stop"),
+                     help="send is_show_breakpoint_position with each stop, and record each task's gtid and "
+                          "incre_start_position before its delete"),
+        click.option("--unsubscribe-prepaid", is_flag=True, default=None,
+                     help="yearly/monthly tasks: unsubscribe their order through BSS (a billing action, part of the "
+                          "consent), wait for the release without terminate, then delete"),
         click.option("--claim-size", type=click.IntRange(1),
                      help="tasks a worker claims at a time on PostgreSQL (default 100)"),
         click.option("--lease-seconds", type=click.FloatRange(1.0), hidden=True,

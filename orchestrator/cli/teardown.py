@@ -194,9 +194,14 @@ def _ask(app: App, run_plan: RunPlan, *, reviewed: bool) -> str:
     """Consent at a terminal (typing every project id), else a dry run: refused, exit 2, nothing sent."""
     if app.output == "text":
         _show_plan(app, run_plan)
-    actionable = sum(1 for i in run_plan.items if i.action.value in ("stop_then_delete", "delete", "wait"))
+    actionable = sum(1 for i in run_plan.items if i.action.value in ("stop_then_delete", "delete", "wait",
+                                                                      "unsubscribe_then_delete"))
     projects = list(dict.fromkeys(run_plan.project_ids))
+    orders = sorted({i.order_id for i in run_plan.items if i.action.value == "unsubscribe_then_delete" and i.order_id})
     if sys.stdin.isatty() and app.err.is_terminal and app.output == "text":
+        if orders:
+            app.say(f"BILLING ACTION: --unsubscribe-prepaid unsubscribes {len(orders)} yearly/monthly order(s): "
+                    f"{', '.join(orders)}")
         typed = click.prompt(f"This stops and deletes up to {actionable} task(s) in project(s) "
                              f"{', '.join(projects)}. Type the project id{'s' if len(projects) > 1 else ''} "
                              f"({' '.join(projects)}) to confirm", default="", show_default=False, err=True)

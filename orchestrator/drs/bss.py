@@ -145,9 +145,13 @@ class BssClient:
     async def query_resources(self, order_id: str, *, job_ids: Sequence[str] = ()) -> list[str]:
         """The main resource ids of a yearly/monthly order (what unsubscribe takes; not the job id). Empty while
         BSS does not list the order yet (Terraform waits for it). `job_ids` only label the recorded exchange."""
+        return list(await self.resource_statuses(order_id, job_ids=job_ids))
+
+    async def resource_statuses(self, order_id: str, *, job_ids: Sequence[str] = ()) -> dict[str, int | None]:
+        """The order's main resource ids with BSS's status of each (2 in use, 3 closed: unsubscribed)."""
         if not order_id.strip():
             raise ValueError("order_id is empty")
-        found: list[str] = []
+        found: dict[str, int | None] = {}
         for page in range(MAX_QUERY_PAGES):
             body = {"order_id": order_id, "only_main_resource": 1, "offset": page * QUERY_PAGE, "limit": QUERY_PAGE}
 
@@ -155,7 +159,8 @@ class BssClient:
                 return reading.validate("bss-query", reply, QueryAnswer, reading.parse_json("bss-query", reply))
 
             answer = await self._core.call("bss-query", "POST", QUERY_PATH, body, tuple(job_ids), parse)
-            found.extend(r.resource_id for r in answer.data if r.resource_id not in found)
+            for r in answer.data:
+                found.setdefault(r.resource_id, r.status)
             if not answer.data or len(found) >= answer.total_count:
                 break
         return found

@@ -217,9 +217,11 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     if state is TaskState.UNSUBSCRIBING and cls is StatusClass.WAIT:
         return Decision("unsubscribe_accepted", reason=f"{r.status}: the unsubscribe is taking effect",
                         request_id=rid, updates=seen)
-    if (state is TaskState.UNSUBSCRIBING or (prepaid and state is TaskState.RELEASING)) and cls is not \
-            StatusClass.WAIT:
-        # Unsubscribed (or its outcome unknown): the service releases the task by itself; never terminate it.
+    if state is TaskState.UNSUBSCRIBING:
+        # The unsubscribe's outcome is unknown and the task still runs: ask BSS about the order (never terminate).
+        return Decision(updates={**seen, "observe": False}, persist=moved)
+    if prepaid and state is TaskState.RELEASING and cls is not StatusClass.WAIT:
+        # Unsubscribed: the service releases the task by itself after a while; never terminate it.
         return Decision(updates=seen, persist=moved)
     if cls is StatusClass.WAIT:
         if state is TaskState.STOPPING:

@@ -98,7 +98,7 @@ def tuning_from(settings: Settings) -> Tuning:
                   stop_timeout=settings.stop_timeout, delete_timeout=settings.delete_timeout,
                   timeout=settings.timeout, force=settings.force, no_force=settings.no_force,
                   breakpoint=settings.record_breakpoint, claim_size=settings.claim_size,
-                  lease_seconds=settings.lease_seconds)
+                  lease_seconds=settings.lease_seconds, unsubscribe_prepaid=settings.unsubscribe_prepaid)
 
 
 def tuning_for_run(settings: Settings, run_options: Mapping[str, Any], flags: Mapping[str, Any]) -> Tuning:

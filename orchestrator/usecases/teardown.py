@@ -17,6 +17,8 @@ from typing import Any
 from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.drs.client import DrsClient
+from orchestrator.drs.endpoints import resolve_bss_endpoint
+from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Tuning
 from orchestrator.errors import ConfigError, EngineAbort, Interrupted, SelectionError
 from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, make_plan
@@ -136,7 +138,8 @@ async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Seq
         async with client_factory(conn, settings_for_target(settings, target) if several else settings,
                                clock) as client:
             client.recorder = recorder
-            plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now())
+            plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now(),
+                                   unsubscribe_prepaid=settings.unsubscribe_prepaid)
         return TargetPlan(target, conn, plan)
 
     parts = await asyncio.gather(*(one(t, c) for t, c in zip(targets, conns, strict=True)))
@@ -182,6 +185,8 @@ class Teardown:
         return self.targets is not None
 
     def connect(self) -> list[Connection]:
+        if self.settings.unsubscribe_prepaid:
+            bss_endpoint(self.settings)  # a missing or bad BSS endpoint is refused before any call
         if not self.conns:
             self.conns = (connect_targets(self.settings, self.env, self._targets, on_token=self.on_token)
                           if self.several else [connect(self.settings, self.env, on_token=self.on_token)])
@@ -245,6 +250,8 @@ class Teardown:
         consent = consent or self.consent
         if not consent:
             raise ConfigError("no consent: pass consent= (the CLI's --yes or the typed project id)")
+        if self.settings.unsubscribe_prepaid and "unsubscribe-prepaid" not in consent:
+            consent += "+unsubscribe-prepaid"  # a billing action: part of what was consented to
         self.consent = consent
         rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
                                          if i.action in rails.ACTIONABLE], exclude=self.run_id)
@@ -280,6 +287,11 @@ class Teardown:
                                  stop_event=stop_event, client_factory=self.client_factory)
 
 
+def bss_endpoint(settings: Settings) -> str:
+    """Where --unsubscribe-prepaid sends its billing calls: DRS_TEARDOWN_BSS_ENDPOINT, else the --bss-site's."""
+    return resolve_bss_endpoint(settings.bss_site, settings.bss_endpoint, settings.insecure_http)
+
+
 async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequence[Target] | None,
                       settings: Settings, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *, fresh: bool,
                       wait_for_all: bool = True, progress: Callable[[Snapshot], None] | None = None,
@@ -300,6 +312,9 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
             else:
                 run = store.run(run_id)
                 client = TargetRouter(by_label, targets_of(run.selection if run is not None else {}))
+        if tuning.unsubscribe_prepaid:
+            url = bss_endpoint(settings)
+            kw["bss"] = clients[0].bss(url, pacer=process_pacer(clock, settings.rate, key=url))
         return await execute(store, client, ctx, tuning, clock, run_id, fresh=fresh,  # type: ignore[arg-type]
                              wait_for_all=wait_for_all, progress=progress, stop_event=stop_event, **kw)
 
@@ -308,11 +323,13 @@ async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning,
                   fresh: bool = False, wait_for_all: bool = True,
                   progress: Callable[[Snapshot], None] | None = None,
                   stop_event: asyncio.Event | None = None,
-                  clients: Mapping[str, DrsClient] | None = None) -> RunSummary:
+                  clients: Mapping[str, DrsClient] | None = None, bss: Any = None) -> RunSummary:
     """Work the run until done, interrupted or aborted (the engine records how it ended), then summarise.
 
     Anything unexpected (MemoryError included) marks the run interrupted, so it stays resumable, and is raised."""
     kw: dict[str, Any] = {"clients": dict(clients)} if clients else {}
+    if bss is not None:
+        kw["bss"] = bss
     engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
                     stop_event=stop_event or asyncio.Event(), **kw)
     try:

@@ -79,7 +79,7 @@ def test_language_reaches_the_client(sqlite_db: str) -> None:
                                     "DRS_TEARDOWN_PROJECT_ID": PROJECT}, {"db": sqlite_db})
     assert settings.language == "zh-cn"
     client = make_client(connect(settings, {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}), settings, RealClock())
-    assert client._http.headers["X-Language"] == "zh-cn"
+    assert client.language == "zh-cn"  # sent as X-Language on every call (tests/drs/test_language_and_logs.py)
 
 
 def test_log_format_json_makes_every_stderr_line_a_json_object(sqlite_db: str) -> None:
