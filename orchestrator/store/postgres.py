@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from orchestrator.errors import LeaseLost, RunBusy
 from orchestrator.lifecycle import ACTIVE
 from orchestrator.store.base import Store
-from orchestrator.store.engines import postgres_engine
+from orchestrator.store.connections import postgres_engine
 from orchestrator.store.models import Base, Run, Task
 from orchestrator.store.status import Holder, pid_alive, this_host
 

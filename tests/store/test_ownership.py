@@ -213,3 +213,17 @@ def test_postgresql_owner_heartbeat_keeps_the_run_and_notices_a_takeover(pg_url:
         else:
             raise AssertionError("the takeover went unnoticed")
     store.close()
+
+
+def test_one_lock_per_database_file_however_its_path_is_spelled(tmp_path: Path) -> None:
+    real = tmp_path / "real.db"
+    (tmp_path / "link.db").symlink_to(real)
+    a = Store(f"sqlite:///{real}")
+    b = Store(f"sqlite:///{tmp_path / 'link.db'}")
+    try:
+        run_id = record_run(a)
+        with a.own_run(run_id, "a"), pytest.raises(RunBusy), b.own_run(run_id, "b"):
+            pass
+    finally:
+        a.close()
+        b.close()
