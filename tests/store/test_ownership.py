@@ -141,10 +141,11 @@ def test_two_stores_in_one_process_exclude_each_other(url: str, store: Store) ->
         other.close()
 
 
-def test_a_read_only_store_cannot_own_a_run(url: str, store: Store) -> None:
-    run_id = record_run(store)
-    if not url.startswith("sqlite"):
-        pytest.skip("read-only PostgreSQL is covered in test_read_only")
+def test_a_read_only_store_cannot_own_a_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ro.db'}"
+    writer = Store(url)
+    run_id = record_run(writer)
+    writer.close()
     reader = Store(url, read_only=True)
     try:
         with pytest.raises(StoreError, match="read-only"), reader.own_run(run_id, "x"):
