@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, inspect, text
 
 from orchestrator.errors import StoreError
-from orchestrator.store.engines import make_engine
+from orchestrator.store.connections import make_engine
 from orchestrator.store.urls import display
 
 if TYPE_CHECKING:

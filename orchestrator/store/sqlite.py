@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.errors import LeaseLost, RunBusy, StoreError
 from orchestrator.store.base import Store
-from orchestrator.store.engines import sqlite_engine
+from orchestrator.store.connections import sqlite_engine
 from orchestrator.store.models import Run
 from orchestrator.store.runlock import RunLock, held_by
 from orchestrator.store.status import Holder
@@ -167,9 +167,10 @@ class SqliteStore(Store, dialect="sqlite"):
     # -- one owner per run: the file lock ----------------------------------------------------------------------
 
     def _lock_base(self) -> str:
+        # The file itself, whatever path names it (relative, through a symlink): one lock per database.
         if self.path is None:
             raise StoreError("an in-memory database has no run locks")
-        return self.path
+        return os.path.realpath(self.path)
 
     def _take_run(self, run_id: str, me: Holder) -> Callable[[], None]:
         if self.path is None:
@@ -187,7 +188,7 @@ class SqliteStore(Store, dialect="sqlite"):
     def _owner_alive(self, run: Run) -> bool:
         if self.path is None:
             return run.id in self._owned
-        return held_by(self.path, run.id) is not None
+        return held_by(self._lock_base(), run.id) is not None
 
     def _settle(self, run: Run, interrupt: Callable[[Any], bool]) -> bool:
         # Holding the run's lock, nobody can start working it while its status is changed.
@@ -203,4 +204,4 @@ class SqliteStore(Store, dialect="sqlite"):
 
     def lock_folder(self) -> Path | None:
         """Where the run locks live (`<db>-runs/`), for a caller that cleans up or reports."""
-        return Path(f"{self.path}-runs") if self.path else None
+        return Path(f"{self._lock_base()}-runs") if self.path else None

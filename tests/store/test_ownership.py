@@ -141,10 +141,11 @@ def test_two_stores_in_one_process_exclude_each_other(url: str, store: Store) ->
         other.close()
 
 
-def test_a_read_only_store_cannot_own_a_run(url: str, store: Store) -> None:
-    run_id = record_run(store)
-    if not url.startswith("sqlite"):
-        pytest.skip("read-only PostgreSQL is covered in test_read_only")
+def test_a_read_only_store_cannot_own_a_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ro.db'}"
+    writer = Store(url)
+    run_id = record_run(writer)
+    writer.close()
     reader = Store(url, read_only=True)
     try:
         with pytest.raises(StoreError, match="read-only"), reader.own_run(run_id, "x"):
@@ -213,3 +214,17 @@ def test_postgresql_owner_heartbeat_keeps_the_run_and_notices_a_takeover(pg_url:
         else:
             raise AssertionError("the takeover went unnoticed")
     store.close()
+
+
+def test_one_lock_per_database_file_however_its_path_is_spelled(tmp_path: Path) -> None:
+    real = tmp_path / "real.db"
+    (tmp_path / "link.db").symlink_to(real)
+    a = Store(f"sqlite:///{real}")
+    b = Store(f"sqlite:///{tmp_path / 'link.db'}")
+    try:
+        run_id = record_run(a)
+        with a.own_run(run_id, "a"), pytest.raises(RunBusy), b.own_run(run_id, "b"):
+            pass
+    finally:
+        a.close()
+        b.close()
