@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.simulator import JobSpec
+from orchestrator.store.db import HEAD_REVISION
 from tests.kit import PROJECT, TOKEN, cli, simulator
 
 ENV_BASE = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT}
@@ -208,7 +209,7 @@ def test_demo_runs_in_the_current_folder(tmp_path: Path) -> None:
 
 def test_db_upgrade_and_help(sqlite_db: str) -> None:
     r = cli(["--db", sqlite_db, "db", "upgrade"])
-    assert r.exit_code == 0 and "revision 0001" in r.stderr
+    assert r.exit_code == 0 and f"revision {HEAD_REVISION}" in (r.stdout + r.stderr)
     h = cli(["--help"])
     for command in ("demo", "plan", "run", "resume", "worker", "status", "audit", "verify", "report",
                     "simulator", "db", "completion"):

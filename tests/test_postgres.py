@@ -139,7 +139,6 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_gets_lease_lost(store:
     now = datetime.now(UTC)
     assert len(store.claim(run_id, "a", now, timedelta(seconds=0.2), 10)) == 4
     assert store.claim(run_id, "b", now, LEASE, 10) == []  # live
-    import time
 
     time.sleep(0.3)
     taken = store.claim(run_id, "b", now, LEASE, 2, ctx=ctx("b"))
@@ -394,43 +393,3 @@ def test_worker_records_the_end_of_a_run_whose_finisher_died(pg_url: str) -> Non
     store.close()
 
 
-def test_a_worker_started_before_the_run_waits_for_it(pg_url: str) -> None:
-    """Workers started alongside `run` (before it has recorded its run) wait for it rather than exit."""
-    from orchestrator.cli import App
-    from orchestrator.workers import work_runs
-
-    with simulator(profile="fast") as (sim, url):
-        sim.add_jobs(10, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
-        store = Store(pg_url)
-
-        def record_a_run_later() -> None:
-            time.sleep(1.0)
-
-            async def plan_only() -> None:
-                s = settings(url, pg_url)
-                conn = api.connect(s, {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN})
-                async with api.make_client(conn, s, RealClock()) as client:
-                    plan = await api.plan(client, Selection(all=True), url, RealClock())
-                start_run(store, plan, ctx("planner"), Tuning(poll_interval=0.05), datetime.now(UTC),
-                          consent="test")
-
-            asyncio.run(plan_only())
-
-        planner = threading.Thread(target=record_a_run_later)
-        planner.start()
-        app = App(None, pg_url, 0)
-        app.env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}
-        app.output = "json"
-        s = settings(url, pg_url, poll_interval=0.05)
-        started = time.monotonic()
-        code = work_runs(app, store, s, {}, None, wait_for_runs=30)
-        planner.join()
-        assert code == 0
-        assert 1.0 <= time.monotonic() - started < 30
-        run = store.runs()[0]
-        assert run.status == "finished" and api.summarize(store, run.id).counts == {"deleted": 10}
-        # Without the wait, a worker with nothing to do leaves at once.
-        started = time.monotonic()
-        assert work_runs(app, store, s, {}, None) == 0
-        assert time.monotonic() - started < 5
-        store.close()

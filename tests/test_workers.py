@@ -269,7 +269,7 @@ def test_a_worker_started_before_the_run_waits_for_it(pg_url: str) -> None:
             td = Teardown(s, env, selection=Selection(all=True), consent="test", store=Store(pg_url))
             asyncio.run(td.plan())
             td.record()
-
+            td.release()  # recorded, not executed here: the workers work it
         def work(wait: float) -> int:
             result = asyncio.run(work_runs(store, s, env, {}, None, stop_event=asyncio.Event(), wait_for_runs=wait))
             return result.exit_code

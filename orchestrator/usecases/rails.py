@@ -3,9 +3,9 @@ unfinished run, and one owner per run. Each refuses with the error the contract'
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Iterable
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from orchestrator.errors import Refused, RunBusy
@@ -13,7 +13,8 @@ from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Action, Plan, drift
 from orchestrator.store.repo import Store
 
-ACTIONABLE = frozenset({Action.STOP_THEN_DELETE, Action.DELETE, Action.WAIT})
+ACTIONABLE = frozenset({Action.STOP_THEN_DELETE, Action.DELETE, Action.WAIT, Action.UNSUBSCRIBE_THEN_DELETE})
+NEW_RUNS_LOCK = "new-runs"  # the SQLite lock taken while a new run checks for overlap and records itself
 SHOWN_DIFFERENCES = 50
 
 
@@ -52,30 +53,42 @@ def check_overlap(store: Store, job_ids: Iterable[str], *, exclude: str | None =
                           f"({run.status}); finish it first: drs-teardown resume {run.id}; nothing was sent")
 
 
-def own_run(store: Store, run_id: str, holder: str) -> Any:
-    """Become the one process that works `run_id` on this store, or raise RunBusy naming the holder.
+class RunClaim:
+    """This process's hold on a run (Store.own_run, entered): released by `release()`, or by the OS at exit."""
 
-    The store's claim (`Store.own_run`) is released by the OS when the process dies; a store without it gets
-    the older check: refuse while a live process on this host holds a lease on one of the run's tasks."""
-    claim = getattr(store, "own_run", None)
-    if callable(claim):
-        return claim(run_id, holder)
-    _check_no_live_owner(store, run_id)
-    return None
+    def __init__(self, hold: Any) -> None:
+        self._hold: Any = hold
+        self.holder = hold.__enter__()
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.__exit__(None, None, None)
 
 
-def _check_no_live_owner(store: Store, run_id: str) -> None:
-    host = socket.gethostname()
-    for t in store.tasks(run_id):
-        if not t.lease_owner or t.state in TERMINAL:
-            continue
-        owner_host, _, rest = t.lease_owner.partition(":")
-        pid_text = rest.split(":")[0]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if owner_host == host and pid > 0 and pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                continue
-            raise RunBusy(f"run {run_id} is being worked by process {pid} on {host} ({t.lease_owner}); "
-                          "wait for it or stop it first")
+def own_run(store: Store, run_id: str, holder: str) -> RunClaim:
+    """Become the one process that works `run_id` on this store, or raise RunBusy naming the holder (pid, host,
+    since). On SQLite the OS releases the claim when the process dies; on PostgreSQL a heartbeat keeps it."""
+    return RunClaim(store.own_run(run_id, holder))
+
+
+@contextlib.contextmanager
+def creating_runs(store: Store, holder: str, *, wait: float = 30.0) -> Iterator[None]:
+    """Serialise "check overlap, then record" between processes on one SQLite store, so two runs started at once
+    cannot both pass the overlap check (PostgreSQL runs share through leases; this is SQLite's one-owner rule)."""
+    if store.shared:
+        yield
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            claim = own_run(store, NEW_RUNS_LOCK, holder)
+            break
+        except RunBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        claim.release()

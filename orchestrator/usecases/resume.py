@@ -82,9 +82,13 @@ class Resumption:
         if needs_planning(self.run):
             await self._plan_the_rest()
         self.store.set_run(self.run.id, status="running")
-        return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
-                                 self.clock, self.run.id, fresh=False, progress=progress, stop_event=stop_event,
-                                 client_factory=self.client_factory)
+        try:
+            return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
+                                     self.clock, self.run.id, fresh=False, progress=progress,
+                                     stop_event=stop_event, client_factory=self.client_factory)
+        finally:
+            if self.claim is not None:
+                self.claim.release()
 
     async def _plan_the_rest(self) -> None:
         """The run was killed while planning: plan its recorded selection, add what was never recorded."""
@@ -106,7 +110,7 @@ def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str,
     conns: Sequence[Connection] = (connect_targets(settings, env, targets, on_token=on_token) if targets
                                    else [connect(settings, env, on_token=on_token)])
     ctx = new_context(conns[0].identity, ticket=settings.ticket, reason=settings.reason)
-    claim = None if store.is_postgres else rails.own_run(store, run.id, ctx.worker)
+    claim = rails.own_run(store, run.id, ctx.worker)  # before any intent: refused while another process works it
     tuning = tuning_for_run(settings, run.options, flags)
     clock = clock or RealClock()
     store.append_events(run.id, ctx, [Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],

@@ -20,7 +20,7 @@ from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import resolve_bss_endpoint
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Tuning
-from orchestrator.errors import ConfigError, EngineAbort, Interrupted, SelectionError
+from orchestrator.errors import ConfigError, EngineAbort, Interrupted, Refused, SelectionError
 from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, make_plan
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
@@ -200,6 +200,25 @@ class Teardown:
                    check: bool = True) -> RunPlan:
         """Connect, plan every target, check --max-targets and drift. With consent given up front and a store
         that can, the run is recorded first, so a kill while planning leaves a resumable run."""
+        try:
+            return await self._plan(stop_event, record=record, check=check)
+        except BaseException as exc:
+            if isinstance(exc, Refused) and self.run_id is not None and self.store is not None \
+                    and self.ctx is not None:
+                # A rail refused the run recorded before planning: it ends here, with nothing sent.
+                with contextlib.suppress(Exception):
+                    self.store.finish_run(self.run_id, self.ctx, Event(trigger="run_finished", outcome="2",
+                                                                       detail=exc.message), self.clock.now(), 2)
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let go of the run (another process may work it now); the OS would at exit anyway."""
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+
+    async def _plan(self, stop_event: asyncio.Event | None, *, record: bool, check: bool) -> RunPlan:
         conns = self.connect()
         if record and self.consent and self.store is not None and records_before_planning(self.store):
             assert self.ctx is not None
@@ -253,8 +272,16 @@ class Teardown:
         if self.settings.unsubscribe_prepaid and "unsubscribe-prepaid" not in consent:
             consent += "+unsubscribe-prepaid"  # a billing action: part of what was consented to
         self.consent = consent
-        rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
-                                         if i.action in rails.ACTIONABLE], exclude=self.run_id)
+        with rails.creating_runs(self.store, self.ctx.worker):
+            rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
+                                             if i.action in rails.ACTIONABLE], exclude=self.run_id)
+            self._record(consent)
+        self.store.record_exchanges(self.run_id, self.ctx.worker, self.exchanges)
+        self.exchanges = []
+        return self.run_id
+
+    def _record(self, consent: str) -> None:
+        assert self.run_plan is not None and self.store is not None and self.ctx is not None
         plan_hash = self.reviewed.hash if self.reviewed is not None else self.run_plan.hash
         if self.run_id is not None:
             add_plan(self.store, self.run_id, self.run_plan.as_plan(), self.ctx, self.clock.now(), consent=consent,
@@ -267,9 +294,6 @@ class Teardown:
                                     selection=self.run_plan.recorded_selection(), options=self._options(),
                                     targets=self.run_plan.job_targets())
             self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
-        self.store.record_exchanges(self.run_id, self.ctx.worker, self.exchanges)
-        self.exchanges = []
-        return self.run_id
 
     def _interrupted(self, why: str) -> None:
         if self.store is not None and self.run_id is not None and self.ctx is not None:
@@ -282,9 +306,12 @@ class Teardown:
                       stop_event: asyncio.Event | None = None) -> RunSummary:
         if self.store is None or self.run_id is None or self.ctx is None:
             raise ConfigError("record before executing: Teardown.record() first")
-        return await execute_run(self.store, self.conns, self._targets if self.several else None, self.settings,
-                                 self.ctx, self.tuning, self.clock, self.run_id, fresh=True, progress=progress,
-                                 stop_event=stop_event, client_factory=self.client_factory)
+        try:
+            return await execute_run(self.store, self.conns, self._targets if self.several else None,
+                                     self.settings, self.ctx, self.tuning, self.clock, self.run_id, fresh=True,
+                                     progress=progress, stop_event=stop_event, client_factory=self.client_factory)
+        finally:
+            self.release()
 
 
 def bss_endpoint(settings: Settings) -> str:

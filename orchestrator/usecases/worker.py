@@ -121,6 +121,8 @@ class WorkerLoop:
             runs = [r for r in runs if r.id == self.only]
         out = []
         for r in reversed(runs):  # oldest first: finish what was started first
+            if r.status == "planning":
+                continue  # its owner is still reading details: join once its tasks are recorded
             if self.settings.project_id and self.settings.project_id != r.project_id \
                     and not r.selection.get("targets"):
                 if r.id not in self._skipped:
