@@ -25,23 +25,29 @@ def status(app: App, run_id: str | None, output: str) -> int:
       drs-teardown status
       drs-teardown status 3f2a9c1e --output json | jq '.jobs[] | select(.outcome == "blocked")'
     """
-    store = app.store(app.settings())
+    store = app.store(app.settings(), read_only=True)
     if not run_id:
         runs = store.runs()
+        seen = {r.id: store.run_status(r) for r in runs}  # running only while its owner is alive
+        for r in runs:
+            r.status = seen[r.id].status  # shown, never written: the store is open read-only
         if output == "json":
             app.emit({"exit_code": EXIT_OK, "runs": [
                 {"run_id": r.id, "created_at": r.created_at.isoformat(), "status": r.status,
-                 "exit_code": r.exit_code, "project_id": r.project_id, "ticket": r.ticket, "consent": r.consent}
+                 "exit_code": r.exit_code, "project_id": r.project_id, "ticket": r.ticket, "consent": r.consent,
+                 **({"detail": seen[r.id].detail} if seen[r.id].detail else {})}
                 for r in runs]})
         else:
             app.out.print(runs_table(runs) if runs else "no runs yet")
         return EXIT_OK
     run = find_run(store, run_id)
     summary = summarize(store, run.id)
+    seen = store.run_status(run)
     if output == "json":
-        app.emit({**summary.to_json(), "status": run.status})
+        app.emit({**summary.to_json(), "status": seen.status, **({"detail": seen.detail} if seen.detail else {})})
         return EXIT_OK
-    app.out.print(f"run {run.id} ({run.status}), project {run.project_id}, "
+    app.out.print(f"run {run.id} ({seen.status}{': ' + seen.detail if seen.detail else ''}), "
+                  f"project {run.project_id}, "
                   f"created {run.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
     app.out.print(summary_table(summary.jobs, limit=10_000))
     app.out.print(counts_line(summary.counts))
@@ -63,7 +69,7 @@ def audit(app: App, run_id: str, fmt: str, output: str) -> int:
       drs-teardown audit 3f2a9c1e --format csv > trail.csv
       drs-teardown audit 3f2a9c1e --output json
     """
-    store = app.store(app.settings())
+    store = app.store(app.settings(), read_only=True)
     run = find_run(store, run_id)
     if output == "json":
         app.emit({"run_id": run.id, "exit_code": EXIT_OK, "records": audit_rows(store, run.id)})
@@ -87,7 +93,7 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
     """
     if expect_head and not run_id:
         raise UsageError("--expect-head needs a RUN_ID")
-    store = app.store(app.settings())
+    store = app.store(app.settings(), read_only=True)
     runs = [find_run(store, run_id)] if run_id else store.runs(limit=10_000)
     results = [store.verify(r.id) for r in runs]
     head_ok = expect_head is None or (len(results) == 1 and results[0].head_hash == expect_head.lower())
@@ -128,7 +134,7 @@ def report(app: App, run_id: str, html_file: str, output: str) -> int:
     if html_file == "-" and output == "json":
         raise UsageError("--html - writes the report to stdout, where --output json puts its document: pick one")
     check_output_file(html_file, "--html")
-    store = app.store(app.settings())
+    store = app.store(app.settings(), read_only=True)
     run = find_run(store, run_id)
     rendered = render_html(store, run.id)
     html, verified = rendered.html, rendered.ok

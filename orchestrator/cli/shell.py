@@ -69,8 +69,9 @@ class App:
         """Resolve the connection; fetched IAM tokens join the log filter."""
         return connect(settings, self.env, on_token=self.redactor.add)
 
-    def store(self, settings: Settings) -> Store:
-        return Store(settings.db)
+    def store(self, settings: Settings, *, read_only: bool = False) -> Store:
+        """The store; reading commands open it read-only (no migration, no write: evidence stays as it was)."""
+        return Store(settings.db, read_only=read_only)
 
     def emit(self, doc: dict[str, Any]) -> None:
         """The one JSON document on stdout."""

@@ -27,7 +27,7 @@ from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.reads import Reader
 from orchestrator.engine.sends import Sender
 from orchestrator.engine.tuning import Tuning
-from orchestrator.errors import EXIT_INCOMPLETE, EngineAbort, LeaseLost
+from orchestrator.errors import EXIT_INCOMPLETE, EngineAbort, LeaseLost, StoreError
 from orchestrator.lifecycle import (
     OUTCOMES,
     TERMINAL,
@@ -43,6 +43,7 @@ from orchestrator.store.models import Task
 from orchestrator.store.repo import Change, Context, Event, Store
 from orchestrator.wire import Exchange
 
+ALIVE_CHECK_SECONDS = 2.0  # how often the loop checks its database is still the file at its path
 ROW_FIELDS = ("state", "last_status", "last_observed_at", "reason", "error_code", "stop_attempts", "forced",
               "busy_retries", "resends", "phase_started_at", "unchanged_polls")
 
@@ -74,6 +75,7 @@ class Engine:
         self.abort: EngineAbort | None = None
         self.left_behind: list[dict[str, Any]] = []  # what the final check found still present
         self._stop_sent: dict[str, datetime] = {}
+        self._alive_checked = clock.monotonic()
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
         self.reader, self.sender = Reader(self), Sender(self, bss)
@@ -223,7 +225,14 @@ class Engine:
                 await self.work()
             if not self.stop_event.is_set() and not self.store.active_count(self.run_id):
                 self.left_behind = await final_check(self)
-        finally:
+        except StoreError:
+            with contextlib.suppress(Exception):  # mark it interrupted if the store still can; else the next command
+                self.store.interrupt_run(self.run_id, self.ctx, self.clock.now(), "the store failed mid-run")
+            raise
+        except BaseException:  # EngineAbort, a signal's cancellation, anything unexpected: resumable
+            self._record_end(interrupted=True)
+            raise
+        else:
             self._record_end(interrupted=self.stop_event.is_set() or self.abort is not None)
         if self.abort is not None:
             raise self.abort
@@ -270,6 +279,10 @@ class Engine:
 
     async def _loop(self) -> None:
         while not self.stop_event.is_set():
+            if self.clock.monotonic() - self._alive_checked >= ALIVE_CHECK_SECONDS:
+                # The store notices being lost (deleted, replaced): stop sending, exit 4 naming the file.
+                self._alive_checked = self.clock.monotonic()
+                self.store.check_alive()
             try:
                 if self.shared:
                     self._leases_step()
