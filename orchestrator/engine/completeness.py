@@ -7,21 +7,19 @@ the caller; a task the check cannot read counts as left behind (fail closed).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.drs.codes import NOT_FOUND_CODES
+from orchestrator.engine.protocol import EngineLike
 from orchestrator.errors import DrsError
 from orchestrator.lifecycle import TaskState
 from orchestrator.store.repo import Event, Store
-
-if TYPE_CHECKING:
-    from orchestrator.engine.loop import Engine
 
 SHOULD_BE_GONE = (TaskState.DELETED, TaskState.SKIPPED)
 CONFIRM_READS = 3  # reads of a task shown present before it counts as left behind
 
 
-async def _read(e: Engine, ids: list[str], state: dict[str, TaskState]) -> list[dict[str, Any]]:
+async def _read(e: EngineLike, ids: list[str], state: dict[str, TaskState]) -> list[dict[str, Any]]:
     """One round: the tasks among `ids` the service still shows (or that could not be read)."""
     try:
         answers = await e.client.batch_status(ids)
@@ -46,7 +44,7 @@ async def _read(e: Engine, ids: list[str], state: dict[str, TaskState]) -> list[
     return left
 
 
-async def final_check(e: Engine) -> list[dict[str, Any]]:
+async def final_check(e: EngineLike) -> list[dict[str, Any]]:
     """Read every task that should be gone; record and return those still present."""
     tasks = [t for t in e.store.tasks(e.run_id) if t.state in SHOULD_BE_GONE]
     if not tasks:

@@ -210,6 +210,11 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
         phase = {} if t.delete_phase else {"delete_phase": True, "phase_started": now}
         return Decision("released", reason=f"{r.status} observed", request_id=rid,
                         updates={**seen, **phase, "observe": False})
+    if state is TaskState.DELETING and not t.confirming:
+        # A delete of unknown outcome, and the task reads as not deletable: perhaps a stale answer (a delete that
+        # landed reads DELETED next). Read again before starting over.
+        return Decision(updates={**seen, "observe": True, "confirming": True,
+                                 "next_check": _at(now, tuning.poll_interval)})
     if state in (TaskState.DELETABLE, TaskState.DELETING):
         # It was deletable and is not any more: start over (a new stop phase) from an observation.
         return Decision("requeue", reason=f"status moved to {r.status}", request_id=rid,

@@ -21,22 +21,20 @@ from typing import Any
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine.completeness import final_check
-from orchestrator.engine.decide import Decision, Tracked, children_verdict, needs_fresh_reading, on_deadline
+from orchestrator.engine.decide import Decision, Tracked
 from orchestrator.engine.leases import Leases
 from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.reads import Reader
+from orchestrator.engine.schedule import act, deadlines, leases_step, record_end, sleep
 from orchestrator.engine.sends import Sender
 from orchestrator.engine.tuning import Tuning
-from orchestrator.errors import EXIT_INCOMPLETE, EngineAbort, LeaseLost, StoreError
+from orchestrator.errors import EngineAbort, LeaseLost, StoreError
 from orchestrator.lifecycle import (
-    OUTCOMES,
     TERMINAL,
     Lifecycle,
     Step,
     TaskModel,
     TaskState,
-    exit_code_for,
-    outcome_of,
 )
 from orchestrator.progress import Snapshot
 from orchestrator.store.models import Task
@@ -148,6 +146,10 @@ class Engine:
         t.since, t.reason = self.clock.now(), reason
         return self.row(t, Event.of(step, detail=reason))
 
+    def invalidate(self) -> None:
+        """The set of active tasks changed outside a transition (a task dropped or adopted)."""
+        self._gen += 1
+
     def stop_sent(self, t: Tracked) -> None:
         self._stop_sent.setdefault(t.job_id, self.clock.now())
 
@@ -230,33 +232,12 @@ class Engine:
                 self.store.interrupt_run(self.run_id, self.ctx, self.clock.now(), "the store failed mid-run")
             raise
         except BaseException:  # EngineAbort, a signal's cancellation, anything unexpected: resumable
-            self._record_end(interrupted=True)
+            record_end(self, interrupted=True)
             raise
         else:
-            self._record_end(interrupted=self.stop_event.is_set() or self.abort is not None)
+            record_end(self, interrupted=self.stop_event.is_set() or self.abort is not None)
         if self.abort is not None:
             raise self.abort
-
-    def _record_end(self, *, interrupted: bool) -> None:
-        store, run_id, now = self.store, self.run_id, self.clock.now()
-        if self.exchanges:
-            store.record_exchanges(run_id, self.ctx.worker, self.exchanges)
-            self.exchanges = []
-        self.leases.release()
-        self.report(force=True)
-        active = store.active_count(run_id)
-        if active == 0:
-            counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
-            code = max(exit_code_for(counts), EXIT_INCOMPLETE if self.left_behind else 0)
-            ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
-            # With several workers the first to see the run done records it, once (under the run row's lock).
-            store.finish_run(run_id, self.ctx, Event(trigger="run_finished", outcome=str(code),
-                                                     detail=f"counts={ordered}"), now, code)
-        elif interrupted and (not self.shared or store.claimable_count(run_id, now) == active):
-            # (Shared: only when no other live worker is still on the run.)
-            store.set_run(run_id, status="interrupted")
-            store.append_events(run_id, self.ctx, [Event(trigger="run_interrupted", detail=(
-                f"{active} task(s) pending; resumable with `drs-teardown resume`"))], now)
 
     async def work(self) -> None:
         """Run until this worker has nothing left (or is stopped); raises EngineAbort on a fatal error."""
@@ -285,112 +266,19 @@ class Engine:
                 self.store.check_alive()
             try:
                 if self.shared:
-                    self._leases_step()
-                self._deadlines(self.clock.now())
+                    leases_step(self)
+                deadlines(self, self.clock.now())
                 now = self.clock.now()
                 due = [t for t in self.active() if t.observe and t.next_check <= now]
                 if due:
                     await self.reader.observe(due)
                 if self.stop_event.is_set():
                     break
-                await self._act()
+                await act(self)
             except LeaseLost:
                 continue
             if not self.active():
                 if self.shared and self.adopt(self.leases.claim(), fresh=False):
                     continue
                 return
-            await self._sleep()
-
-    async def _act(self) -> None:
-        now = self.clock.now()
-        ready = [t for t in self.active() if not t.observe and t.next_check <= now]
-        ready = self._without_waiting_parents(ready)
-        for t in ready:
-            if needs_fresh_reading(t, now, self.tuning):
-                t.observe, t.next_check = True, now  # read it first; it is acted on next round
-        ready = [t for t in ready if not t.observe]
-        unsubscribes = [t for t in ready if t.state is TaskState.UNSUBSCRIBING
-                        or (t.state is TaskState.PENDING and t.order_id and self.tuning.unsubscribe_prepaid)]
-        if unsubscribes:
-            await self.sender.unsubscribe(unsubscribes)
-        stops = [t for t in ready if t not in unsubscribes
-                 and (t.state is TaskState.STOPPING or self.lifecycle.may(t.model, "stop"))]
-        if stops and not self.stop_event.is_set():
-            await self.sender.stop(stops)
-        plan_ready = [t for t in self.active() if not t.observe and t.state is TaskState.PENDING
-                      and self.lifecycle.may(t.model, "released")]
-        if plan_ready:
-            self.commit([self.apply(t, Decision("released", reason=f"{t.last_status} observed at plan",
-                                                updates={"delete_phase": True, "phase_started": self.clock.now()}))
-                         for t in plan_ready])
-        deletes = self._without_waiting_parents(
-            [t for t in self.active() if not t.observe and t.state in (TaskState.DELETABLE, TaskState.DELETING)])
-        if deletes and self.tuning.breakpoint:
-            unread = [t for t in deletes if not t.breakpoint_read and t.state is TaskState.DELETABLE]
-            if unread:
-                await self.reader.breakpoints(unread)
-            deletes = [t for t in deletes if t.breakpoint_read or t.state is not TaskState.DELETABLE]
-        if deletes and not self.stop_event.is_set():
-            await self.sender.delete(deletes)
-
-    def _without_waiting_parents(self, ready: list[Tracked]) -> list[Tracked]:
-        """Re-edit children go first: a parent is acted on only once its children are removed."""
-        out, blocked = [], []
-        for t in ready:
-            kids = self.children.get(t.job_id)
-            if not kids:
-                out.append(t)
-                continue
-            outcomes = {j: outcome_of(self.tasks[j].state) if j in self.tasks else "pending" for j in kids}
-            verdict = children_verdict(t, outcomes)
-            if verdict is None:
-                out.append(t)
-            elif verdict.trigger is not None:
-                blocked.append(self.apply(t, verdict))
-        if blocked:
-            self.commit(blocked)
-        return out
-
-    def _leases_step(self) -> None:
-        """Between steps: let go of tasks another worker took, pick up strays, and claim another batch."""
-        for job_id in self.leases.take_lost([t.job_id for t in self.active()]):
-            del self.tasks[job_id]
-            self._gen += 1
-        if self.leases.orphans:
-            self.leases.orphans = False
-            self.adopt(self.leases.held(), fresh=False)
-        if self.leases.due_for_claim():
-            self.adopt(self.leases.claim(), fresh=self.fresh and self.leases.claim_more)
-
-    def _deadlines(self, now: datetime) -> None:
-        changes = []
-        for t in list(self.active()):
-            d = on_deadline(t, now, self.tuning, self.deadline)
-            if d is not None:
-                changes.append(self.apply(t, d))
-        if changes:
-            self.commit(changes)
-
-    async def _sleep(self) -> None:
-        now = self.clock.now()
-        active = self.active()
-        wakes = [min((t.next_check for t in active), default=now), self.deadline]
-        stops = [t.phase_started for t in active if not t.delete_phase]
-        deletes = [t.phase_started for t in active if t.delete_phase]
-        if stops:
-            wakes.append(min(stops) + timedelta(seconds=self.tuning.stop_timeout))
-        if deletes:
-            wakes.append(min(deletes) + timedelta(seconds=self.tuning.delete_timeout))
-        delay = max(0.0, min((min(wakes) - now).total_seconds(), self.tuning.max_poll_interval))
-        if self.shared:
-            # Back in time to claim what others' leases leave behind; at once while unclaimed work remains.
-            delay = 0.0 if self.leases.claim_more else min(delay, self.tuning.lease_check)
-        if delay <= 0:
-            await asyncio.sleep(0)
-            return
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        stopper = asyncio.ensure_future(self.stop_event.wait())
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sleeper, stopper):
-            task.cancel()
+            await sleep(self)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import faultpoints
 from orchestrator.engine.decide import Decision, Reading, Tracked, on_bad_read, on_breakpoint, on_reading, poll_interval
+from orchestrator.engine.protocol import EngineLike
 from orchestrator.errors import AuthFailure, DrsError, EngineAbort
 from orchestrator.lifecycle import TERMINAL, TaskState
-
-if TYPE_CHECKING:
-    from orchestrator.engine.loop import Engine
 
 STATUS_CHUNK = 100  # batch-status: ≤100 ids a call (a page holds at most 100)
 DETAIL_CHUNK = 10  # batch-detail: Huawei recommends at most 10 ids a call
@@ -22,7 +20,7 @@ BREAKPOINT_READS = 3  # unreadable breakpoint reads before the delete goes on wi
 class Reader:
     """The loop's reads: status for most, detail (status and period_order) after a refusal."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineLike) -> None:
         self.engine = engine
 
     async def observe(self, due: list[Tracked]) -> None:

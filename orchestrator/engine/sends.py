@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import faultpoints
 from orchestrator.drs.codes import ErrorClass, classify_code
 from orchestrator.engine.decide import Answer, Decision, Failure, Tracked, on_answer, on_failure, stop_plan
+from orchestrator.engine.protocol import EngineLike
 from orchestrator.engine.unsubscribe import unsubscribe
 from orchestrator.errors import (
     AuthFailure,
@@ -22,9 +23,6 @@ from orchestrator.errors import (
 )
 from orchestrator.lifecycle import TaskState
 from orchestrator.wire import DeletePermit, StopRequest
-
-if TYPE_CHECKING:
-    from orchestrator.engine.loop import Engine
 
 
 def failure_of(exc: DrsError) -> Failure:
@@ -56,7 +54,7 @@ def _batches(items: Sequence[Any], solo: Sequence[bool], size: int) -> list[list
 class Sender:
     """Stops, deletes and unsubscribes, each behind its committed intent."""
 
-    def __init__(self, engine: Engine, bss: Any = None) -> None:
+    def __init__(self, engine: EngineLike, bss: Any = None) -> None:
         self.engine = engine
         self.bss = bss
 

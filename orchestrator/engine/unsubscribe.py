@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator import faultpoints
 from orchestrator.engine.decide import Decision, Tracked, backoff, stopped_note
+from orchestrator.engine.protocol import EngineLike
 from orchestrator.engine.tuning import MAX_RESENDS
 from orchestrator.errors import DrsError, OutcomeUnknown, Throttled, TransportFailure
 from orchestrator.lifecycle import TaskState
-
-if TYPE_CHECKING:
-    from orchestrator.engine.loop import Engine
 
 CLOSED = 3  # BSS resource status: closed (unsubscribed)
 ALREADY_UNSUBSCRIBED = "CBC.30000067"
@@ -33,11 +31,11 @@ def failures(result: Any) -> list[tuple[str | None, str | None, str | None]]:
             if r.error_code != ALREADY_UNSUBSCRIBED]
 
 
-def _later(e: Engine, t: Tracked, now: datetime) -> datetime:
+def _later(e: EngineLike, t: Tracked, now: datetime) -> datetime:
     return now + timedelta(seconds=backoff(e.tuning, t.busy_retries + 1, e.rng))
 
 
-async def unsubscribe(e: Engine, bss: Any, tasks: list[Tracked]) -> None:
+async def unsubscribe(e: EngineLike, bss: Any, tasks: list[Tracked]) -> None:
     now = e.clock.now()
     if bss is None:
         e.commit([e.apply(t, Decision("block", reason="yearly/monthly order: --unsubscribe-prepaid needs a BSS "
@@ -89,7 +87,7 @@ async def unsubscribe(e: Engine, bss: Any, tasks: list[Tracked]) -> None:
     e.commit([e.apply(t, _decide(e, t, result, now)) for (t, _), result in zip(intents, results, strict=True)])
 
 
-def _decide(e: Engine, t: Tracked, result: Any, now: datetime) -> Decision:
+def _decide(e: EngineLike, t: Tracked, result: Any, now: datetime) -> Decision:
     if isinstance(result, BaseException):
         if not isinstance(result, DrsError):
             raise result

@@ -77,6 +77,11 @@ def _class(status: str) -> str:
 def test_every_status_in_every_active_state(state: TaskState, status: str) -> None:
     t = task(state, "INCRE_TRANSFER_STARTED" if status != "INCRE_TRANSFER_STARTED" else "PAUSING",
              order_id="CS1" if state is S.UNSUBSCRIBING else None)
+    if state is S.DELETING and _class(status) != "deletable":
+        # A delete of unknown outcome, reading as not deletable: read once more first (a stale answer?).
+        first = on_reading(t, Reading(status), NOW, TUNING, RNG)
+        assert first.trigger is None and first.updates["observe"] is True and first.updates["confirming"] is True
+        t.confirming = True
     d = on_reading(t, Reading(status, request_id="r1"), NOW, TUNING, RNG)
     assert d.updates["last_status"] == status and d.updates["observed_at"] == NOW and d.updates["bad_reads"] == 0
     assert d.trigger == EXPECTED_TRIGGER[(state, _class(status))], (state, status, d)
