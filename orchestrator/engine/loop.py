@@ -67,7 +67,6 @@ class Engine:
         self.calls = 0
         self.stats: Counter[str] = Counter()
         self.started = clock.now()
-        self.deadline = self.started + timedelta(seconds=tuning.timeout)
         self.leases = Leases(store, run_id, ctx, tuning, clock, shared=self.shared, stats=self.stats)
         self.book = ProgressBook(clock, tuning, progress)
         self.abort: EngineAbort | None = None
@@ -79,7 +78,11 @@ class Engine:
         self.reader, self.sender = Reader(self), Sender(self, bss)
         # Every exchange is recorded; the run's deadline bounds every call, retries and Retry-After waits included.
         client.recorder = self._record_exchange
-        client.deadline = clock.monotonic() + tuning.timeout
+        budget = tuning.timeout
+        if client.deadline is not None:  # the command's budget, already running (planning spent some of it)
+            budget = min(budget, max(0.0, client.deadline - clock.monotonic()))
+        self.deadline = self.started + timedelta(seconds=budget)
+        client.deadline = clock.monotonic() + budget
         if bss is not None:
             bss.recorder = self._record_exchange
             bss.budget.deadline = client.deadline

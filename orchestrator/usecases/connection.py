@@ -77,7 +77,8 @@ def _labelled(conn: Connection, label: str) -> Connection:
 def make_client(conn: Connection, settings: Settings, clock: Clock) -> DrsClient:
     """A client for one connection: the process's pacing budget, the settings' concurrency and language."""
     return DrsClient(conn.endpoint, conn.project_id, auth=conn.auth, verify=conn.verify, clock=clock,
-                     pacer=process_pacer(clock, settings.rate), max_concurrency=settings.concurrency,
+                     pacer=process_pacer(clock, settings.rate, key=conn.endpoint),
+                     max_concurrency=settings.concurrency,
                      language=settings.language)
 
 

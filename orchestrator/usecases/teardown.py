@@ -131,13 +131,15 @@ ClientFactory = Callable[[Connection, Settings, Clock], DrsClient]
 
 async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Sequence[Connection], clock: Clock, *,
                        several: bool, recorder: Callable[[Exchange], None] | None = None,
-                       client_factory: ClientFactory = make_client) -> RunPlan:
+                       client_factory: ClientFactory = make_client, deadline: float | None = None) -> RunPlan:
     """Plan every target concurrently (read-only: list and batch-detail calls only)."""
 
     async def one(target: Target, conn: Connection) -> TargetPlan:
         async with client_factory(conn, settings_for_target(settings, target) if several else settings,
                                clock) as client:
             client.recorder = recorder
+            if deadline is not None:
+                client.deadline = deadline  # --timeout bounds the plan's reads too
             plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now(),
                                    unsubscribe_prepaid=settings.unsubscribe_prepaid)
         return TargetPlan(target, conn, plan)
@@ -169,6 +171,7 @@ class Teardown:
     exchanges: list[Exchange] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.deadline = self.clock.monotonic() + self.settings.timeout  # the command's --timeout budget
         if self.selection is None and self.targets is None and self.reviewed is not None:
             self.selection = self.reviewed.selection
         if (self.selection is None) == (self.targets is None):
@@ -228,7 +231,8 @@ class Teardown:
                                     options=self._options())
             self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
         self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,
-                                           recorder=self.exchanges.append, client_factory=self.client_factory)
+                                           recorder=self.exchanges.append, client_factory=self.client_factory,
+                                           deadline=self.deadline)
         if stop_event is not None and stop_event.is_set():
             if self.run_id is not None:
                 self._interrupted("interrupted while planning")
@@ -309,7 +313,8 @@ class Teardown:
         try:
             return await execute_run(self.store, self.conns, self._targets if self.several else None,
                                      self.settings, self.ctx, self.tuning, self.clock, self.run_id, fresh=True,
-                                     progress=progress, stop_event=stop_event, client_factory=self.client_factory)
+                                     progress=progress, stop_event=stop_event, client_factory=self.client_factory,
+                                     deadline=self.deadline)
         finally:
             self.release()
 
@@ -323,12 +328,15 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
                       settings: Settings, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *, fresh: bool,
                       wait_for_all: bool = True, progress: Callable[[Snapshot], None] | None = None,
                       stop_event: asyncio.Event | None = None,
-                      client_factory: ClientFactory = make_client) -> RunSummary:
-    """Open a client per target and work the run through the engine."""
+                      client_factory: ClientFactory = make_client, deadline: float | None = None) -> RunSummary:
+    """Open a client per target and work the run through the engine; `deadline` (monotonic) is the command's
+    --timeout budget, already running since the command started (the engine never extends it)."""
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(
             client_factory(c, settings_for_target(settings, t) if targets else settings, clock))
             for c, t in zip(conns, targets or [None] * len(conns), strict=True)]
+        for c in clients:
+            c.deadline = deadline
         labels = [t.label for t in targets] if targets else []
         client: DrsClient | TargetRouter = clients[0]
         kw: dict[str, Any] = {}

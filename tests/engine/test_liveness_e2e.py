@@ -99,3 +99,27 @@ def test_run_timeout_is_a_hard_budget_against_a_trickling_service(tmp_path: Path
     assert all(j["reason"].startswith("run timeout (3s) passed") for j in td.summary.jobs)
     assert td.summary.exit_code == 3
     assert elapsed < 3.0 + 12.0, elapsed  # the plan's reads plus the budget plus a margin, never minutes
+
+
+def test_the_timeout_also_bounds_planning_against_a_frozen_service(tmp_path: Path) -> None:
+    """A service that accepts connections and never answers: the command ends near its --timeout, exit 1, and
+    the error names the URL and the cause (not an empty "ReadTimeout: ")."""
+    import json
+
+    from tests.kit import PROJECT, TOKEN, cli
+
+    with simulator(profile="fast") as (sim, url):
+        add(sim, 3, status="INCRE_TRANSFER_STARTED")
+        sim.set_fault("list", "freeze", times=None)
+        env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url,
+               "DRS_TEARDOWN_DB": sqlite_url(tmp_path)}
+        started = time.monotonic()
+        r = cli(["run", "--all", "--yes", "--timeout", "3", "--output", "json"], env)
+        elapsed = time.monotonic() - started
+        sim.clear_faults()
+        assert sim.destructive_calls == []
+    doc = json.loads(r.stdout)
+    assert r.exit_code == doc["exit_code"] == 1, r.output
+    print(doc["error"])
+    assert url in doc["error"] and "no answer from" in doc["error"]
+    assert elapsed < 3.0 + 10.0, elapsed
