@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from orchestrator.drs.client import ActionResults, Answer, DrsClient
-from orchestrator.drs.models import StatusItem
+from orchestrator.drs.models import JobDetail, StatusItem
+from orchestrator.errors import DrsError
 from orchestrator.wire import DeletePermit, Exchange, StopRequest
 
 T = TypeVar("T")
@@ -58,28 +59,34 @@ class TargetRouter:
         return parts
 
     async def _fan_out(self, parts: Mapping[str, list[T]],
-                       call: Callable[[DrsClient, list[T]], Awaitable[R]]) -> list[R]:
+                       call: Callable[[DrsClient, list[T]], Awaitable[R]]) -> list[R | BaseException]:
         labels = list(parts)
-        results = await asyncio.gather(*(call(self.clients[label], parts[label]) for label in labels),
-                                       return_exceptions=True)
-        ok = [r for r in results if not isinstance(r, BaseException)]
-        if not ok:
-            first = results[0]
-            assert isinstance(first, BaseException)
-            raise first
-        return ok  # type: ignore[return-value]
+        return await asyncio.gather(*(call(self.clients[label], parts[label]) for label in labels),
+                                    return_exceptions=True)
+
+    async def _read(self, ids: Sequence[str], call: Callable[[DrsClient, list[str]], Awaitable[dict[str, Any]]],
+                    empty: Callable[[str], Any]) -> dict[str, Any]:
+        """A read split by target; a target that fails (401, unreachable, 403 project) answers each of its ids
+        with that failure, so its tasks end with the reason while the other targets go on."""
+        parts = self._split(ids, lambda i: i)
+        merged: dict[str, Any] = {}
+        for part, result in zip(parts.values(), await self._fan_out(parts, call), strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, DrsError):
+                    raise result
+                merged.update({i: Answer(empty(i), None, failure=result) for i in part})
+            else:
+                merged.update(result)
+        return merged
 
     async def status_chunk(self, ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
-        merged: dict[str, Answer[StatusItem]] = {}
-        for part in await self._fan_out(self._split(ids, lambda i: i), lambda c, p: c.status_chunk(p)):
-            merged.update(part)
-        return merged
+        return await self._read(ids, lambda c, p: c.status_chunk(p), lambda i: StatusItem(id=i))
 
     async def batch_status(self, job_ids: Sequence[str]) -> dict[str, Answer[StatusItem]]:
-        merged: dict[str, Answer[StatusItem]] = {}
-        for part in await self._fan_out(self._split(job_ids, lambda i: i), lambda c, p: c.batch_status(p)):
-            merged.update(part)
-        return merged
+        return await self._read(job_ids, lambda c, p: c.batch_status(p), lambda i: StatusItem(id=i))
+
+    async def batch_detail(self, job_ids: Sequence[str]) -> dict[str, Answer[JobDetail]]:
+        return await self._read(job_ids, lambda c, p: c.batch_detail(p), lambda i: JobDetail(id=i))
 
     async def stop(self, requests: Sequence[StopRequest]) -> ActionResults:
         return _merge(await self._fan_out(self._split(requests, lambda r: r.job_id), lambda c, p: c.stop(p)))
@@ -88,7 +95,12 @@ class TargetRouter:
         return _merge(await self._fan_out(self._split(permits, lambda p: p.job_id), lambda c, p: c.delete(p)))
 
 
-def _merge(results: list[ActionResults]) -> ActionResults:
+def _merge(parts: list[ActionResults | BaseException]) -> ActionResults:
+    """A part that failed leaves its items out (the engine reads before acting on them again); every part
+    failed: the first failure, as the engine expects of one client."""
+    results = [r for r in parts if not isinstance(r, BaseException)]
+    if not results:
+        raise parts[0]  # type: ignore[misc]
     items: dict[str, Any] = {}
     for r in results:
         items.update(r.items)

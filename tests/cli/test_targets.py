@@ -128,3 +128,35 @@ def test_targets_with_ids_or_filters_is_a_usage_error(tmp_path: Path, sqlite_db:
     path = write_targets(tmp_path, f'[[target]]\nregion = "cn-north-4"\nproject_id = "{P1}"\nall = true\n')
     r = cli(["plan", "--targets", str(path), "--all"], {"DRS_TEARDOWN_DB": sqlite_db})
     assert r.exit_code == 1 and "--targets" in r.stderr
+
+
+def test_one_target_failing_does_not_stop_the_others(tmp_path: Path, sqlite_db: str) -> None:
+    """South answers its plan, then only 503 to every poll and every batch-jobs call: north still finishes,
+    south's tasks end with the reason, the exit code says so, and nothing of south is deleted."""
+    with two_regions() as regions:
+        (north, north_url), (south, south_url) = regions
+        ids = [sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED")) for sim, _ in regions]
+        path = write_targets(tmp_path, f'''
+[[target]]
+label = "north"
+endpoint = "{north_url}"
+project_id = "{P1}"
+all = true
+
+[[target]]
+label = "south"
+endpoint = "{south_url}"
+project_id = "{P2}"
+all = true
+''')
+        env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
+        for route in ("batch-status", "batch-jobs"):
+            south.set_fault(route, "error_5xx", times=None, status=503)
+        run = cli(["run", "--targets", str(path), "--yes", "--output", "json", *FAST, "--timeout", "15"], env)
+        d = json.loads(run.stdout)
+        outcomes = {j["job_id"]: j["outcome"] for j in d["jobs"]}
+        assert {j: outcomes[j] for j in ids[0]} == dict.fromkeys(ids[0], "deleted")
+        assert all(outcomes[j] != "deleted" for j in ids[1])
+        assert run.exit_code == d["exit_code"] == 3, run.output
+        assert all(south.status_of(j) not in ("DELETED", None) for j in ids[1])
+        assert dict(north.violations) == {} and dict(south.violations) == {}
