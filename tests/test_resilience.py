@@ -617,7 +617,7 @@ def test_sigterm_finishes_the_step_records_it_exits_130_and_resume_completes(tmp
         store.close()
 
 
-def test_a_signal_while_planning_starts_no_run(tmp_path: Path) -> None:
+def test_a_signal_while_planning_sends_nothing_and_leaves_a_resumable_run(tmp_path: Path) -> None:
     db = sqlite_url(tmp_path)
     with simulator(profile="fast") as (sim, url):
         add(sim, 2, status="INCRE_TRANSFER_STARTED")
@@ -627,7 +627,9 @@ def test_a_signal_while_planning_starts_no_run(tmp_path: Path) -> None:
         assert "nothing was sent" in proc.stderr
         assert sim.destructive_calls == []
     store = Store(db)
-    assert store.runs() == []
+    # The run was recorded before planning (issue 13): interrupted, with no task yet, and resumable.
+    (run,) = store.runs()
+    assert run.status == "interrupted" and store.tasks(run.id) == []
     store.close()
 
 

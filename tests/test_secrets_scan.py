@@ -85,7 +85,7 @@ def test_full_teardown_with_each_source_leaks_no_secret(source: str, tmp_path: P
     # -v really logged requests (so the scan means something), with the auth headers masked.
     assert "batch-jobs" in run.stderr and "***" in run.stderr
     secrets = [TOKEN, SK, SEC_TOKEN, IAM[1], *issued]
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("scan.db")]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("scan.db")]
     blobs = [p.read_bytes() for p in files]
     for secret in secrets:
         for text in outputs:

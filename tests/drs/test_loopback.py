@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from orchestrator import api
+from orchestrator.config import Settings
 from orchestrator.drs.client import DrsClient, RetryPolicy
 from tests.kit import PROJECT, TOKEN, add, simulator, sqlite_url, teardown
 
@@ -73,7 +74,7 @@ def test_every_spoiled_read_is_read_again_and_answers_every_id() -> None:
         ids = add(sim, 25, status="INCRE_TRANSFER_STARTED")
 
         async def read() -> tuple[dict[str, Any], dict[str, Any]]:
-            async with DrsClient(url, PROJECT, auth=api.connect(api.Settings(endpoint=url, project_id=PROJECT),
+            async with DrsClient(url, PROJECT, auth=api.connect(Settings(endpoint=url, project_id=PROJECT),
                                                                 {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}).auth,
                                  transport=spoiler, retry=RetryPolicy(base=0.01, cap=0.05)) as client:
                 for _ in range(3):
