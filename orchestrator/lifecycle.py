@@ -88,8 +88,9 @@ TRANSITIONS: list[dict[str, Any]] = [
      "conditions": [_status_deletable], "doc": "a deletable status was observed"},
     {"trigger": "delete", "source": S.DELETABLE, "dest": S.DELETING, "conditions": [_status_deletable],
      "doc": "THE GUARD: intent to delete, only on a freshly observed deletable status"},
-    {"trigger": "deleted", "source": S.DELETING, "dest": S.DELETED,
-     "doc": "delete accepted, or the task read back DELETED / not found after our delete"},
+    {"trigger": "deleted", "source": [S.PENDING, S.DELETABLE, S.DELETING], "dest": S.DELETED,
+     "doc": "delete accepted, or the task read back DELETED / not found after our delete (also after a delete "
+            "whose answer was lost or refused as busy)"},
     {"trigger": "resend", "source": S.STOPPING, "dest": "=", "conditions": [_status_stoppable],
      "doc": "reconcile: the stop's outcome was unknown and the task is still stoppable; sent once more"},
     {"trigger": "redelete", "source": S.DELETING, "dest": "=", "conditions": [_status_deletable],

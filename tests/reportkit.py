@@ -25,13 +25,13 @@ import orchestrator
 from orchestrator.api import RunSummary, connect, execute, make_client, plan, tuning_from
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
-from orchestrator.engine import actor_info, new_worker_id, start_run
 from orchestrator.lifecycle import TERMINAL, TaskState
 from orchestrator.planning import Selection
 from orchestrator.simulator import Simulator
 from orchestrator.simulator.profiles import Profile, load_profile
 from orchestrator.store.models import ApiCall, Run, Task
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.usecases import actor_info, new_worker_id, start_run
 
 TOKEN = "tok"
 TRIGGERS = ("audit_records_no_update", "audit_records_no_delete", "api_calls_no_update",

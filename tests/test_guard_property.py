@@ -20,10 +20,11 @@ from orchestrator.clock import FakeClock
 from orchestrator.drs.client import DrsClient, RetryPolicy
 from orchestrator.drs.codes import ALL_STATUSES, DELETABLE
 from orchestrator.drs.pacing import Pacer
-from orchestrator.engine import Engine, Tuning, start_run
+from orchestrator.engine import Engine, Tuning
 from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Selection, make_plan
 from orchestrator.store.repo import Context, Store
+from orchestrator.usecases import start_run
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 FAULTS = st.sampled_from(["ok", "ok", "ok", "ok", "500", "429", "connect", "timeout", "garbage", "missing"])

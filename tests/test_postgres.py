@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from orchestrator import api
 from orchestrator.clock import RealClock
-from orchestrator.engine import Engine, Tuning, actor_info, start_run
+from orchestrator.engine import Engine, Tuning
 from orchestrator.errors import LeaseLost, StoreError
 from orchestrator.lifecycle import TaskState
 from orchestrator.planning import Action, Plan, PlanItem, Selection
@@ -31,6 +31,7 @@ from orchestrator.simulator import ApiFaults, JobSpec, load_profile
 from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
 from orchestrator.store.models import Task
 from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.usecases import actor_info, start_run
 from tests.kit import PROJECT, TOKEN, cli, settings, simulator
 
 pytestmark = pytest.mark.postgres

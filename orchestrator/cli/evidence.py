@@ -8,8 +8,9 @@ from rich.markup import escape
 from orchestrator.cli.options import check_output_file, output_option, write_output_file
 from orchestrator.cli.render import counts_line, runs_table, summary_table
 from orchestrator.cli.shell import App
-from orchestrator.errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, UsageError
+from orchestrator.errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, StoreError, UsageError
 from orchestrator.report import audit_rows, export_audit, render_html
+from orchestrator.store.repo import Store
 from orchestrator.usecases import find_run, summarize
 
 
@@ -25,9 +26,9 @@ def status(app: App, run_id: str | None, output: str) -> int:
       drs-teardown status
       drs-teardown status 3f2a9c1e --output json | jq '.jobs[] | select(.outcome == "blocked")'
     """
-    store = app.store(app.settings(), read_only=True)
+    store = _evidence(app)
     if not run_id:
-        runs = store.runs()
+        runs = store.runs() if store is not None else []
         seen = {r.id: store.run_status(r) for r in runs}  # running only while its owner is alive
         for r in runs:
             r.status = seen[r.id].status  # shown, never written: the store is open read-only
@@ -93,9 +94,11 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
     """
     if expect_head and not run_id:
         raise UsageError("--expect-head needs a RUN_ID")
-    store = app.store(app.settings(), read_only=True)
-    runs = [find_run(store, run_id)] if run_id else store.runs(limit=10_000)
-    results = [store.verify(r.id) for r in runs]
+    store = _evidence(app)
+    if store is None and run_id:
+        raise UsageError(f"no run {run_id!r}: there is no database at {app.settings().db}")
+    runs = [] if store is None else [find_run(store, run_id)] if run_id else store.runs(limit=10_000)
+    results = [store.verify(r.id) for r in runs] if store is not None else []
     head_ok = expect_head is None or (len(results) == 1 and results[0].head_hash == expect_head.lower())
     ok = bool(results) and all(v.ok for v in results) and head_ok
     code = EXIT_OK if ok else (EXIT_ERROR if not results else EXIT_STORE)
@@ -147,3 +150,13 @@ def report(app: App, run_id: str, html_file: str, output: str) -> int:
     if output == "json":
         app.emit({"run_id": run.id, "html": html_file, "chain_ok": verified, "exit_code": code})
     return code
+
+
+def _evidence(app: App) -> Store | None:
+    """The store, opened read-only; None when there is no database at all (nothing recorded yet)."""
+    try:
+        return app.store(app.settings(), read_only=True)
+    except StoreError as exc:
+        if exc.message.startswith("no database file"):
+            return None
+        raise

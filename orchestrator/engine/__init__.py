@@ -2,7 +2,6 @@
 and progress bookkeeping (progress.py) as their own pieces."""
 
 from orchestrator.engine.loop import Engine
-from orchestrator.engine.recording import actor_info, new_worker_id, start_run
 from orchestrator.engine.tuning import DEFAULT_CLAIM_SIZE, DEFAULT_LEASE_SECONDS, Tuning
 
 __all__ = [
@@ -10,7 +9,4 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "Engine",
     "Tuning",
-    "actor_info",
-    "new_worker_id",
-    "start_run",
 ]

@@ -57,6 +57,7 @@ class Tracked:
     solo: bool = False  # send alone: a whole batch was refused, find which task it was
     confirming: bool = False  # stopped yet reading as running: one more reading before stopping again
     breakpoint_read: bool = False  # --record-breakpoint: gtid / incre_start_position read before the delete
+    delete_sent: bool = False  # a delete of ours went out (its answer may have been lost): gone is our doing
     gtid: str | None = None
     incre_start_position: str | None = None
     reason: str | None = None
@@ -179,7 +180,7 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     state = t.state
     if r.error_code in NOT_FOUND_CODES or r.status == "DELETED":
         gone = {"last_status": r.status or t.last_status, "observed_at": now}
-        if state is TaskState.DELETING:
+        if state is TaskState.DELETING or t.delete_sent:
             return Decision("deleted", reason="read back deleted after our delete", error_code=r.error_code,
                             request_id=r.request_id, updates=gone)
         return Decision("vanished", reason="gone without a delete from this run", error_code=r.error_code,

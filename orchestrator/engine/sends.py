@@ -96,6 +96,7 @@ class Sender:
             why = ("reconcile: outcome unknown, delete sent once more" if resend
                    else f"delete: {t.last_status} is deletable")
             intents.append(e.record_step(t, step, why))
+            t.delete_sent = True
             permitted.append((t, permit))
         if not intents:
             return

@@ -77,6 +77,8 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
                 missing_problem = True
         job = {"job_id": t.job_id, "outcome": outcome, "local_state": t.state.value,
                "remote_status": t.last_status, "reason": reason, "name": t.name}
+        if t.gtid or t.incre_start_position:  # --record-breakpoint: where replication stopped
+            job["breakpoint"] = {"gtid": t.gtid, "incre_start_position": t.incre_start_position}
         label = getattr(t, "target", None) or label_of.get(t.job_id)
         if label_of or label:
             job["target"] = label

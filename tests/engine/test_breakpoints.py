@@ -26,6 +26,9 @@ def test_breakpoints_are_read_before_the_delete_and_recorded(tmp_path: Path) -> 
         order = [r.trigger for r in records if r.job_id == job]
         assert order.index("released") < order.index("breakpoint") < order.index("delete")
     assert breakpoint_flags
+    # status / the JSON document show each task's breakpoint
+    assert {j["job_id"]: (j["breakpoint"]["gtid"], j["breakpoint"]["incre_start_position"])
+            for j in td.summary.jobs} == shown
     assert td.store.verify(td.run_id).ok
 
 

@@ -26,10 +26,11 @@ from orchestrator.clock import FakeClock
 from orchestrator.drs.client import DrsClient, RetryPolicy
 from orchestrator.drs.codes import DELETABLE
 from orchestrator.drs.pacing import Pacer
-from orchestrator.engine import Engine, Tuning, start_run
+from orchestrator.engine import Engine, Tuning
 from orchestrator.engine.tuning import MAX_BAD_READS
 from orchestrator.planning import Selection, make_plan
 from orchestrator.store.repo import Context, Store
+from orchestrator.usecases import start_run
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 READ_FAULTS = ["garbage", "truncated", "results-null", "array", "unknown", "missing", "stale", "500", "connect",
