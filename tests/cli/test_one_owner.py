@@ -1,0 +1,85 @@
+"""One owner per run, with real processes (issue 13): two `run --yes` on one SQLite file at the same moment, and
+two `resume` of one interrupted run started behind a barrier: one works, the other is refused naming the run
+or its holder, and no task gets more than one stop and one delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from orchestrator.store.repo import Store
+from tests.kit import PROJECT, TOKEN, add, simulator, sqlite_url
+
+ROUNDS = 3
+
+
+def _env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRS_TEARDOWN_", "HUAWEICLOUD_SDK_"))}
+    env.update({"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url,
+                **(extra or {})})
+    return env
+
+
+def _together(args: list[list[str]], env: dict[str, str], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Start the processes behind a barrier: each waits for a go file before it imports anything."""
+    go = cwd / "go"
+    starter = "import os,sys,time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.001)\n" \
+              "sys.argv=['drs-teardown',*sys.argv[2:]]\nfrom orchestrator.cli import entry\nentry()"
+    procs = [subprocess.Popen([sys.executable, "-c", starter, str(go), *a], env=env, cwd=cwd,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a in args]
+    time.sleep(0.3)
+    go.write_text("go")
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    go.unlink()
+    return out
+
+
+def test_two_runs_at_once_on_one_file_one_works_the_other_is_refused(tmp_path: Path) -> None:
+    for n in range(ROUNDS):
+        db = sqlite_url(tmp_path, f"two-{n}.db")
+        with simulator(profile="fast") as (sim, url):
+            jobs = add(sim, 8, status="INCRE_TRANSFER_STARTED")
+            cmd = ["--db", db, "run", "--all", "--yes", "--poll-interval", "0.05", "--output", "json"]
+            results = _together([cmd, cmd], _env(url), tmp_path)
+            calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
+        codes = sorted(r.returncode for r in results)
+        docs = [json.loads(r.stdout) for r in results]
+        if codes == [0, 0]:
+            # The second got going only after the first had finished: it found everything gone, sent nothing.
+            assert any(d["counts"] == {"skipped": 8} for d in docs), docs
+        else:
+            assert codes in ([0, 1], [0, 2]), [(r.returncode, r.stderr[-300:]) for r in results]
+            doc = next(d for d, r in zip(docs, results, strict=True) if r.returncode != 0)
+            assert "resume" in doc["error"] or "process" in doc["error"]
+        assert all(calls[(j, "terminate")] == 1 and calls[(j, "delete")] == 1 for j in jobs), calls
+
+
+def test_two_resumes_behind_a_barrier_one_works_the_other_names_the_holder(tmp_path: Path) -> None:
+    for n in range(ROUNDS):
+        db = sqlite_url(tmp_path, f"resume-{n}.db")
+        with simulator(profile="fast") as (sim, url):
+            jobs = add(sim, 8, status="INCRE_TRANSFER_STARTED")
+            killed = subprocess.run([sys.executable, "-m", "orchestrator", "--db", db, "run", "--all", "--yes",
+                                     "--poll-interval", "0.05", "--output", "json"],
+                                    env=_env(url, {"DRS_TEARDOWN_CRASH_AT": "after_response:stop:1"}), cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=120, check=False)
+            assert killed.returncode < 0, killed.stderr
+            results = _together([["--db", db, "resume", "--output", "json"]] * 2, _env(url), tmp_path)
+            calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
+        codes = sorted(r.returncode for r in results)
+        assert codes == [0, 1], [(r.returncode, r.stderr[-300:]) for r in results]
+        refused = next(r for r in results if r.returncode == 1)
+        assert "is being worked by process" in json.loads(refused.stdout)["error"]
+        assert all(calls[(j, "terminate")] == 1 and calls[(j, "delete")] == 1 for j in jobs), calls
+        store = Store(db)
+        (run,) = store.runs()
+        assert store.state_counts(run.id) == {"deleted": 8} and store.verify(run.id).ok
+        store.close()
