@@ -7,7 +7,7 @@ import enum
 import fnmatch
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,10 +74,7 @@ class Plan:
     detail_calls: int = field(default=0, compare=False)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for it in self.items:
-            out[it.action.value] = out.get(it.action.value, 0) + 1
-        return out
+        return action_counts(self.items)
 
     @property
     def hash(self) -> str:
@@ -94,6 +91,14 @@ class Plan:
             "counts": self.counts(),
             "hash": self.hash,
         }
+
+
+def action_counts(items: Iterable[PlanItem]) -> dict[str, int]:
+    """Planned action -> tasks, in the order the actions first appear."""
+    out: dict[str, int] = {}
+    for it in items:
+        out[it.action.value] = out.get(it.action.value, 0) + 1
+    return out
 
 
 def plan_hash(project_id: str, items: Sequence[PlanItem]) -> str:

@@ -21,7 +21,7 @@ from orchestrator.drs.endpoints import resolve_bss_endpoint
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Tuning
 from orchestrator.errors import ConfigError, EngineAbort, Interrupted, Refused, SelectionError
-from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, make_plan
+from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, action_counts, make_plan
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
 from orchestrator.store.repo import Context, Event, Store
@@ -66,10 +66,7 @@ class RunPlan:
         return [p.conn.project_id for p in self.parts]
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for it in self.items:
-            out[it.action.value] = out.get(it.action.value, 0) + 1
-        return out
+        return action_counts(self.items)
 
     @property
     def hash(self) -> str:

@@ -98,7 +98,7 @@ class WorkerLoop:
                 # Every task left is held by another live worker: wait for it to finish them, or for its lease
                 # to run out (it died), and take over then.
                 tunings = [self._tuning(r, s) for r, s in left]
-                wait = min(min(t.lease_seconds / 3, t.poll_interval) for t in tunings)
+                wait = min(min(t.lease_check, t.poll_interval) for t in tunings)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
                 continue
