@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from orchestrator.cli.options import check_output_file, output_option, write_output_file
-from orchestrator.cli.render import counts_line, runs_table, summary_table
 from orchestrator.cli.shell import App
 from orchestrator.errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, UsageError
-from orchestrator.report import audit_rows, export_audit, render_html
-from orchestrator.usecases import find_run, summarize
+
+# Each command imports the store, the use cases, the report and rich when it runs (a quick `--help`).
 
 
 @click.command()
@@ -25,6 +23,9 @@ def status(app: App, run_id: str | None, output: str) -> int:
       drs-teardown status
       drs-teardown status 3f2a9c1e --output json | jq '.jobs[] | select(.outcome == "blocked")'
     """
+    from orchestrator.cli.render import counts_line, runs_table, summary_table
+    from orchestrator.usecases import find_run, summarize
+
     store = app.store(app.settings())
     if not run_id:
         runs = store.runs()
@@ -63,6 +64,9 @@ def audit(app: App, run_id: str, fmt: str, output: str) -> int:
       drs-teardown audit 3f2a9c1e --format csv > trail.csv
       drs-teardown audit 3f2a9c1e --output json
     """
+    from orchestrator.report import audit_rows, export_audit
+    from orchestrator.usecases import find_run
+
     store = app.store(app.settings())
     run = find_run(store, run_id)
     if output == "json":
@@ -87,6 +91,10 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
     """
     if expect_head and not run_id:
         raise UsageError("--expect-head needs a RUN_ID")
+    from rich.markup import escape
+
+    from orchestrator.usecases import find_run
+
     store = app.store(app.settings())
     runs = [find_run(store, run_id)] if run_id else store.runs(limit=10_000)
     results = [store.verify(r.id) for r in runs]
@@ -128,6 +136,9 @@ def report(app: App, run_id: str, html_file: str, output: str) -> int:
     if html_file == "-" and output == "json":
         raise UsageError("--html - writes the report to stdout, where --output json puts its document: pick one")
     check_output_file(html_file, "--html")
+    from orchestrator.report import render_html
+    from orchestrator.usecases import find_run
+
     store = app.store(app.settings())
     run = find_run(store, run_id)
     rendered = render_html(store, run.id)
