@@ -132,28 +132,37 @@ class Finished:
     rss_mb: float
     out: str
     err: str
+    spawned_epoch: float = 0.0  # time.time() at spawn and at exit, to set beside the trail's timestamps
+    exited_epoch: float = 0.0
 
     def doc(self) -> dict[str, Any]:
         return json.loads(self.out)  # type: ignore[no-any-return]
 
 
 class Spawned:
-    """A drs-teardown process writing to files (a pipe could fill up and stall it), reaped with wait4."""
+    """A drs-teardown process writing to files (a pipe could fill up and stall it), reaped with wait4.
+
+    With BENCH_CPROFILE=DIR the process runs under cProfile and leaves DIR/NAME.prof (`python -m pstats`); the
+    figures it prints then include the profiler's overhead.
+    """
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str], workdir: Path) -> None:
         self.name = name
         self.out_path, self.err_path = workdir / f"{name}.out", workdir / f"{name}.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.started = time.perf_counter()
-            self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], env=env, stdout=out,
-                                         stderr=err)
+            profile = os.environ.get("BENCH_CPROFILE")
+            prefix = ["-m", "cProfile", "-o", str(Path(profile) / f"{name}.prof")] if profile else []
+            self.started, self.started_epoch = time.perf_counter(), time.time()
+            self.proc = subprocess.Popen([sys.executable, *prefix, "-m", "orchestrator", *args], env=env,
+                                         stdout=out, stderr=err)
 
     def reap(self, since: float | None = None) -> Finished:
         _, status, usage = os.wait4(self.proc.pid, 0)
         now = time.perf_counter()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         return Finished(self.name, self.proc.returncode, now - self.started, now - (since or self.started),
-                        usage.ru_maxrss / 1024, self.out_path.read_text(), self.err_path.read_text())
+                        usage.ru_maxrss / 1024, self.out_path.read_text(), self.err_path.read_text(),
+                        self.started_epoch, time.time())
 
 
 def run_cli(name: str, args: Sequence[str], env: dict[str, str], workdir: Path) -> Finished:
@@ -177,9 +186,19 @@ def trail_figures(db_url: str, run_id: str | None = None) -> dict[str, Any]:
             t0 = conn.execute(text(f"select min(at) from api_calls {where}"), params).scalar_one()
             run_where = "where id = :r" if run_id else ""
             t_end = conn.execute(text(f"select max(finished_at) from runs {run_where}"), params).scalar_one()
+            t_run = conn.execute(text(f"select min(created_at) from runs {run_where}"), params).scalar_one()
     finally:
         engine.dispose()
-    return {"calls": calls, "by_api": by_api, "first_call_to_finished": _ts(t_end) - _ts(t0)}
+    return {"calls": calls, "by_api": by_api, "first_call_to_finished": _ts(t_end) - _ts(t0),
+            "first_call_at": _ts(t0), "recorded_at": _ts(t_run), "finished_at": _ts(t_end)}
+
+
+def phases(done: Finished, trail: dict[str, Any]) -> dict[str, float]:
+    """Where the process wall goes: spawn -> first API call (start-up: imports, migrations, the run recorded),
+    first call -> run finished (plan and run), finished -> exit (the summary document, shutdown)."""
+    return {"to_first_call": trail["first_call_at"] - done.spawned_epoch,
+            "first_call_to_finished": trail["finished_at"] - trail["first_call_at"],
+            "after_finished": done.exited_epoch - trail["finished_at"]}
 
 
 def median(values: Sequence[float]) -> float:

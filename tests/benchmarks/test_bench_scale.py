@@ -28,6 +28,7 @@ from tests.benchmarks.procs import (
     clean_env,
     limit_for,
     median,
+    phases,
     repeats,
     run_cli,
     trail_figures,
@@ -51,20 +52,24 @@ def teardown_once(tasks: int, workdir: Path, label: str, extra: list[str] | None
         doc = done.doc()
         assert doc["counts"] == {"deleted": tasks}, doc["counts"]
         violations = sim.violations()
+        requests = sim.get("/_sim/counters")["requests"]
     finally:
         sim.stop()
     assert not violations, violations
-    return {"wall": done.wall, "rss_mb": done.rss_mb, **trail_figures(db_url, doc["run_id"])}
+    trail = trail_figures(db_url, doc["run_id"])
+    return {"wall": done.wall, "rss_mb": done.rss_mb, "served": requests, "phases": phases(done, trail), **trail}
 
 
 def report(tasks: int, runs: list[dict[str, Any]]) -> str:
     limit = limit_for(tasks)
+    split = {k: round(v, 2) for k, v in runs[-1]["phases"].items()}
     wall, inner = median([r["wall"] for r in runs]), median([r["first_call_to_finished"] for r in runs])
     calls = median([r["calls"] for r in runs])
     line = (f"BENCH scale tasks={tasks} runs={len(runs)} wall={wall:.2f}s (first call->finished {inner:.2f}s) "
             f"limit={limit:.2f}s ratio={wall / limit:.2f} (inner {inner / limit:.2f}) calls={calls:.0f} "
             f"calls/task={calls / tasks:.3f} peak_rss={median([r['rss_mb'] for r in runs]):.0f}MB "
-            f"walls={[round(r['wall'], 2) for r in runs]} by_api={runs[-1]['by_api']}")
+            f"walls={[round(r['wall'], 2) for r in runs]} by_api={runs[-1]['by_api']} "
+            f"requests_served={runs[-1]['served']} phases_s={split}")
     print("\n" + line)
     return line
 
