@@ -1,9 +1,10 @@
 """Benchmark: one teardown of N running tasks, the simulator and the orchestrator each in its own process (bench
 profile: releases 2-3 s, 20 ms latency, 200 calls/s per API). Run on demand:
 
-    pytest -m bench tests/benchmarks/test_bench_scale.py -s            # 100, 2,000 and 10,000 tasks
-    BENCH_SCALE=2000 BENCH_REPEAT=3 pytest -m bench tests/benchmarks/test_bench_scale.py -s -k scale
+    pytest -m bench tests/benchmarks/test_bench_scale.py -s -k sizes   # 100, 2,000 and 10,000 tasks
+    BENCH_SCALE=2000 BENCH_REPEAT=3 pytest -m bench tests/benchmarks/test_bench_scale.py -s -k sizes
     pytest -m bench tests/benchmarks/test_bench_scale.py -s -k memory  # 50,000 tasks, for the peak RSS
+    BENCH_CPROFILE=/tmp/prof BENCH_SCALE=10000 pytest -m bench tests/benchmarks/test_bench_scale.py -s -k sizes
 
 The ids come from a file, as in a decommissioning pipeline (the limit counts no list calls). Printed per size,
 one BENCH line with the medians over BENCH_REPEAT runs: the process wall (spawn to exit: start-up, plan, run,
@@ -74,11 +75,13 @@ def report(tasks: int, runs: list[dict[str, Any]]) -> str:
     return line
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("tasks", SIZES)
-def test_bench_scale(tasks: int, tmp_path: Path) -> None:
+def test_bench_sizes(tasks: int, tmp_path: Path) -> None:
     report(tasks, [teardown_once(tasks, tmp_path, f"scale{tasks}-{i}") for i in range(repeats())])
 
 
+@pytest.mark.timeout(1800)
 def test_bench_memory_50000_tasks(tmp_path: Path) -> None:
     tasks = int(os.environ.get("BENCH_MEMORY_TASKS", "50000"))
     report(tasks, [teardown_once(tasks, tmp_path, f"memory{tasks}")])

@@ -86,6 +86,7 @@ def sequential_runs(k: int, workdir: Path) -> dict[str, Any]:
     return {"wall": sum(walls), "slowest": max(walls), "rss_mb": max(rss), "calls": calls}
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("k", KS)
 def test_bench_targets_one_run_vs_one_after_the_other(k: int, tmp_path: Path) -> None:
     one = one_run(k, tmp_path)
@@ -114,6 +115,7 @@ def _recorded(db_url: str) -> bool:
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("workers", sorted({1, max(KS)}))
 def test_bench_targets_postgresql_workers(pg_url: str, tmp_path: Path, workers: int) -> None:
     k = max(KS)
