@@ -1,4 +1,8 @@
-"""One typed settings object from flags > environment > config file > defaults."""
+"""One typed settings object from flags > environment > config file > defaults.
+
+pydantic (and the store's default URL) load when `Settings` is first used (PEP 562), not on import: the CLI reads
+LANGUAGES and LOG_FORMATS from here for `--help`, which must start quickly.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import SECRET_AUTH_KEYS
-from orchestrator.store.db import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    Settings = BaseModel  # to type checkers; the class itself is made on first use by _settings_class()
 
 DEFAULT_CONFIG = Path("drs-teardown.toml")
 
@@ -37,70 +43,87 @@ LANGUAGES = ("en-us", "zh-cn")
 LOG_FORMATS = ("text", "json")
 
 
-class Settings(BaseModel):
-    """Everything a command needs; validated once."""
+def _settings_class() -> type[BaseModel]:
+    """Define Settings (on first use: pydantic costs a quarter of a second to import)."""
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    from orchestrator.store.db import DEFAULT_URL
 
-    endpoint: str | None = None
-    project_id: str | None = None
-    region: str | None = None
-    iam_endpoint: str | None = None
-    db: str = DEFAULT_URL
-    ca_bundle: str | None = None
-    insecure_http: bool = False
-    rate: float = Field(180.0, gt=0, description="calls per second per API")
-    concurrency: int = Field(16, ge=1, le=256)
-    batch_size: int = Field(100, ge=1, le=1000)
-    poll_interval: float = Field(5.0, gt=0)
-    stop_timeout: float = Field(1800.0, gt=0)
-    delete_timeout: float = Field(600.0, gt=0)
-    timeout: float = Field(6 * 3600.0, gt=0)
-    claim_size: int = Field(100, ge=1, le=100_000)
-    lease_seconds: float = Field(30.0, gt=0)
-    force: bool = False
-    no_force: bool = False
-    record_breakpoint: bool = False
-    unsubscribe_prepaid: bool = False  # a billing action: recorded as part of the consent
-    bss_site: str | None = None  # cn | intl: where the BSS (billing) API is
-    bss_endpoint: str | None = None
-    max_targets: int | None = Field(None, ge=1)
-    ticket: str | None = Field(None, max_length=TICKET_CAP)
-    reason: str | None = Field(None, max_length=REASON_CAP)
-    language: str = "en-us"
-    log_format: str = "text"
-    progress_interval: float = Field(10.0, gt=0)
-    auth: dict[str, str] = Field(default_factory=dict)
-    config_file: str | None = None
+    class Settings(BaseModel):
+        """Everything a command needs; validated once."""
 
-    @field_validator("project_id")
-    @classmethod
-    def _project(cls, value: str | None) -> str | None:
-        if value is not None and (not value or not value.replace("-", "").isalnum() or len(value) > 64):
-            raise ValueError(f"{value!r} is not a project id (the 32-hex id of the region's project)")
-        return value
+        __qualname__ = "Settings"
 
-    @field_validator("language", "log_format")
-    @classmethod
-    def _choice(cls, value: str, info: Any) -> str:
-        allowed = LANGUAGES if info.field_name == "language" else LOG_FORMATS
-        value = value.strip().lower()
-        if value not in allowed:
-            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
-        return value
+        model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    @field_validator("bss_site")
-    @classmethod
-    def _site(cls, value: str | None) -> str | None:
-        if value is not None and value.strip().lower() not in ("cn", "intl"):
-            raise ValueError(f"{value!r} is not one of cn, intl")
-        return value.strip().lower() if value is not None else None
+        endpoint: str | None = None
+        project_id: str | None = None
+        region: str | None = None
+        iam_endpoint: str | None = None
+        db: str = DEFAULT_URL
+        ca_bundle: str | None = None
+        insecure_http: bool = False
+        rate: float = Field(180.0, gt=0, description="calls per second per API")
+        concurrency: int = Field(16, ge=1, le=256)
+        batch_size: int = Field(100, ge=1, le=1000)
+        poll_interval: float = Field(5.0, gt=0)
+        stop_timeout: float = Field(1800.0, gt=0)
+        delete_timeout: float = Field(600.0, gt=0)
+        timeout: float = Field(6 * 3600.0, gt=0)
+        claim_size: int = Field(100, ge=1, le=100_000)
+        lease_seconds: float = Field(30.0, gt=0)
+        force: bool = False
+        no_force: bool = False
+        record_breakpoint: bool = False
+        unsubscribe_prepaid: bool = False  # a billing action: recorded as part of the consent
+        bss_site: str | None = None  # cn | intl: where the BSS (billing) API is
+        bss_endpoint: str | None = None
+        max_targets: int | None = Field(None, ge=1)
+        ticket: str | None = Field(None, max_length=TICKET_CAP)
+        reason: str | None = Field(None, max_length=REASON_CAP)
+        language: str = "en-us"
+        log_format: str = "text"
+        progress_interval: float = Field(10.0, gt=0)
+        auth: dict[str, str] = Field(default_factory=dict)
+        config_file: str | None = None
 
-    @field_validator("endpoint", "region", "iam_endpoint", "project_id", "bss_endpoint", mode="before")
-    @classmethod
-    def _strip(cls, value: Any) -> Any:
-        # A value pasted with a trailing newline (DRS_TEARDOWN_ENDPOINT="$(cat url)\n") means the value.
-        return value.strip() if isinstance(value, str) else value
+        @field_validator("project_id")
+        @classmethod
+        def _project(cls, value: str | None) -> str | None:
+            if value is not None and (not value or not value.replace("-", "").isalnum() or len(value) > 64):
+                raise ValueError(f"{value!r} is not a project id (the 32-hex id of the region's project)")
+            return value
+
+        @field_validator("language", "log_format")
+        @classmethod
+        def _choice(cls, value: str, info: Any) -> str:
+            allowed = LANGUAGES if info.field_name == "language" else LOG_FORMATS
+            value = value.strip().lower()
+            if value not in allowed:
+                raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+            return value
+
+        @field_validator("bss_site")
+        @classmethod
+        def _site(cls, value: str | None) -> str | None:
+            if value is not None and value.strip().lower() not in ("cn", "intl"):
+                raise ValueError(f"{value!r} is not one of cn, intl")
+            return value.strip().lower() if value is not None else None
+
+        @field_validator("endpoint", "region", "iam_endpoint", "project_id", "bss_endpoint", mode="before")
+        @classmethod
+        def _strip(cls, value: Any) -> Any:
+            # A value pasted with a trailing newline (DRS_TEARDOWN_ENDPOINT="$(cat url)\n") means the value.
+            return value.strip() if isinstance(value, str) else value
+
+    Settings.__module__ = __name__
+    return Settings
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: `from orchestrator.config import Settings` defines it, once
+    if name == "Settings":
+        return globals().get("Settings") or globals().setdefault("Settings", _settings_class())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 FILE_SECTIONS = {
@@ -190,8 +213,10 @@ def load_settings(config: str | None, env: Mapping[str, str], flags: Mapping[str
         if env.get(var):
             merged[key] = env[var]
     merged.update({k: v for k, v in flags.items() if v is not None})
+    from pydantic import ValidationError
+
     try:
-        return Settings(**merged)
+        return __getattr__("Settings")(**merged)  # type: ignore[no-any-return]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

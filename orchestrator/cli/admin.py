@@ -8,7 +8,6 @@ from click.shell_completion import get_completion_class
 from orchestrator.cli.options import output_option
 from orchestrator.cli.shell import App
 from orchestrator.errors import EXIT_OK, UsageError
-from orchestrator.store.db import current_revision
 
 COMPLETION_HELP = """Print the shell completion script for bash, zsh or fish (click's completion).
 
@@ -35,6 +34,8 @@ def db_upgrade(app: App, output: str) -> int:
     Example:
       drs-teardown --db postgresql+psycopg://teardown@db/teardown db upgrade
     """
+    from orchestrator.store.db import current_revision
+
     store = app.store(app.settings())
     revision = current_revision(store.engine)
     if output == "json":

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator.cli.options import output_option
-from orchestrator.cli.render import counts_line, plan_table, summary_table
 from orchestrator.cli.shell import App, run_async
 from orchestrator.cli.teardown import _progress
 from orchestrator.config import load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_OK
-from orchestrator.planning import Action
-from orchestrator.selection import Selection
-from orchestrator.simulator import Simulator
-from orchestrator.store.repo import Store
-from orchestrator.usecases import RunSummary, Teardown
+
+if TYPE_CHECKING:
+    from orchestrator.simulator import Simulator
+    from orchestrator.usecases import RunSummary
 
 GONE = (None, "DELETED")
 
@@ -39,6 +37,15 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
       drs-teardown demo
       drs-teardown demo --jobs 200 --profile rough --output json
     """
+    # Imported on use: the simulator (and the rest) is not needed by `--help` or any other command.
+    import secrets
+
+    from orchestrator.cli.render import counts_line, plan_table, summary_table
+    from orchestrator.selection import Selection
+    from orchestrator.simulator import Simulator
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Teardown
+
     settings = load_settings(app.config, {}, {"db": app.db or app.env.get("DRS_TEARDOWN_DB"), **app.globals})
     token = secrets.token_urlsafe(24)
     app.redactor.add(token)
@@ -93,6 +100,8 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
 def world_problems(sim: Simulator, summary: RunSummary, planned: dict[str, str]) -> list[str]:
     """The demo's claims, checked against the simulator's whole world (not only the plan): allowed tasks gone,
     blocked ones (and what hangs off them) untouched, no rule broken."""
+    from orchestrator.planning import Action
+
     problems = []
     outcomes = {j["job_id"]: j["outcome"] for j in summary.jobs}
     want = {Action.STOP_THEN_DELETE.value: "deleted", Action.DELETE.value: "deleted", Action.WAIT.value: "deleted",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from rich.markup import escape
 
 from orchestrator.cli.options import check_output_file, output_option, write_output_file
-from orchestrator.cli.render import counts_line, runs_table, summary_table
 from orchestrator.cli.shell import App
 from orchestrator.errors import EXIT_ERROR, EXIT_OK, EXIT_STORE, StoreError, UsageError
-from orchestrator.report import audit_rows, export_audit, render_html
-from orchestrator.store.repo import Store
-from orchestrator.usecases import find_run, summarize
+
+if TYPE_CHECKING:
+    from orchestrator.store.repo import Store
+
+# Each command imports the store, the use cases, the report and rich when it runs (a quick `--help`).
 
 
 @click.command()
@@ -26,6 +28,9 @@ def status(app: App, run_id: str | None, output: str) -> int:
       drs-teardown status
       drs-teardown status 3f2a9c1e --output json | jq '.jobs[] | select(.outcome == "blocked")'
     """
+    from orchestrator.cli.render import counts_line, runs_table, summary_table
+    from orchestrator.usecases import find_run, summarize
+
     store = _evidence(app)
     if not run_id:
         runs = store.runs() if store is not None else []
@@ -70,6 +75,9 @@ def audit(app: App, run_id: str, fmt: str, output: str) -> int:
       drs-teardown audit 3f2a9c1e --format csv > trail.csv
       drs-teardown audit 3f2a9c1e --output json
     """
+    from orchestrator.report import audit_rows, export_audit
+    from orchestrator.usecases import find_run
+
     store = app.store(app.settings(), read_only=True)
     run = find_run(store, run_id)
     if output == "json":
@@ -94,6 +102,10 @@ def verify(app: App, run_id: str | None, expect_head: str | None, output: str) -
     """
     if expect_head and not run_id:
         raise UsageError("--expect-head needs a RUN_ID")
+    from rich.markup import escape
+
+    from orchestrator.usecases import find_run
+
     store = _evidence(app)
     if store is None and run_id:
         raise UsageError(f"no run {run_id!r}: there is no database at {app.settings().db}")
@@ -137,6 +149,9 @@ def report(app: App, run_id: str, html_file: str, output: str) -> int:
     if html_file == "-" and output == "json":
         raise UsageError("--html - writes the report to stdout, where --output json puts its document: pick one")
     check_output_file(html_file, "--html")
+    from orchestrator.report import render_html
+    from orchestrator.usecases import find_run
+
     store = app.store(app.settings(), read_only=True)
     run = find_run(store, run_id)
     rendered = render_html(store, run.id)

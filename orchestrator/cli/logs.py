@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
-
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets
 
 # The run a command works, stamped on every log line (JSON: run_id, worker).
@@ -46,17 +44,24 @@ def _request_fields(record: logging.LogRecord) -> None:
         record.method, record.path = args[0], args[1]
 
 
-class _Json(JsonFormatter):
-    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
-        super().add_fields(log_record, record, message_dict)
-        log_record["time"] = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
-        log_record["level"] = record.levelname.lower()
-        log_record["event"] = log_record.pop("message", record.getMessage())
-        log_record["logger"] = record.name
-        for key in JSON_FIELDS:
-            value = getattr(record, key, None)
-            if value is not None:
-                log_record[key] = value
+def _json_formatter() -> logging.Formatter:
+    """The JSON formatter (python-json-logger, imported only for --log-format json)."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    class _Json(JsonFormatter):
+        def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord,
+                       message_dict: dict[str, Any]) -> None:
+            super().add_fields(log_record, record, message_dict)
+            log_record["time"] = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
+            log_record["level"] = record.levelname.lower()
+            log_record["event"] = log_record.pop("message", record.getMessage())
+            log_record["logger"] = record.name
+            for key in JSON_FIELDS:
+                value = getattr(record, key, None)
+                if value is not None:
+                    log_record[key] = value
+
+    return _Json(json_ensure_ascii=False)
 
 
 def setup_logging(verbose: int, env: Mapping[str, str], log_format: str = "text",
@@ -64,8 +69,9 @@ def setup_logging(verbose: int, env: Mapping[str, str], log_format: str = "text"
                   redactor: SecretRedactingFilter | None = None) -> SecretRedactingFilter:
     """One stderr handler with the redacting filter; -v INFO (requests), -vv DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if log_format == "json":
-        formatter: logging.Formatter = _Json(json_ensure_ascii=False)
+        formatter = _json_formatter()
         formatter.converter = time.gmtime  # UTC, as the trail
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from orchestrator.drs.codes import ALL_STATUSES
 from orchestrator.errors import SelectionError, UsageError
-from orchestrator.selection import Selection, normalise_status, parse_job_ids, parse_tag, read_jobs_file
+
+if TYPE_CHECKING:
+    from orchestrator.selection import Selection
 
 F = TypeVar("F", bound=Callable[..., Any])
 SELECTION_KEYS = ("job_ids", "jobs_file", "select_all", "name_glob", "status", "db_use_type", "engine_type", "tags")
@@ -76,6 +78,8 @@ def tuning_options(fn: F) -> F:
 
 
 def _status(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from orchestrator.selection import normalise_status  # on use: selection loads pydantic (drs.models)
+
     value = normalise_status(value)
     if value and value not in ALL_STATUSES:
         raise click.BadParameter(f"--status {value!r} is not a DRS task status; valid (any case): "
@@ -108,6 +112,8 @@ def selection_given(kw: dict[str, Any]) -> bool:
 
 def build_selection(kw: dict[str, Any]) -> Selection:
     """The selection from the options; every malformed id or line is reported at once."""
+    from orchestrator.selection import Selection, parse_job_ids, parse_tag, read_jobs_file
+
     problems: list[str] = []
     ids: list[str] = []
     try:

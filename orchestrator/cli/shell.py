@@ -7,7 +7,6 @@ one JSON document `{"error", "exit_code"}` on stdout; the process exit code is t
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import json
 import logging
@@ -16,19 +15,28 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from functools import cached_property
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from orchestrator.cli.logs import LOG_CONTEXT, say_log, setup_logging
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_INTERRUPTED, Interrupted, TeardownError
 from orchestrator.secrets import SecretRedactingFilter, collect_secrets, refuse_secret_in_argv
-from orchestrator.store.repo import Store
-from orchestrator.usecases import Connection, connect
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.console import Console
+
+    from orchestrator.config import Settings
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Connection
+
+# Start-up: a command imports what it uses when it runs (rich, the store, the use cases, and through them
+# SQLAlchemy, Alembic, pydantic, httpx), so `--help` and a usage error cost only click.
 
 T = TypeVar("T")
 log = logging.getLogger("drs_teardown.cli")
@@ -48,12 +56,20 @@ class App:
         self.globals = {k: v for k, v in (("language", language), ("log_format", log_format),
                                           ("progress_interval", progress_interval)) if v is not None}
         self.env = dict(os.environ)
-        self.err = _console(stderr=True)
-        self.out = _console(stderr=False)
         self.output = "text"
         self.emitted = False
         self.log_format = log_format or self.env.get("DRS_TEARDOWN_LOG_FORMAT", "text").strip().lower()
         self.redactor: SecretRedactingFilter = setup_logging(verbose, self.env, self.log_format)
+
+    @cached_property
+    def err(self) -> Console:
+        """stderr for people (rich, made on first use)."""
+        return _console(stderr=True)
+
+    @cached_property
+    def out(self) -> Console:
+        """stdout for people (rich, made on first use)."""
+        return _console(stderr=False)
 
     def settings(self, **flags: Any) -> Settings:
         """flags > environment > config file > defaults; the global options count as flags."""
@@ -67,10 +83,14 @@ class App:
 
     def connect(self, settings: Settings) -> Connection:
         """Resolve the connection; fetched IAM tokens join the log filter."""
+        from orchestrator.usecases import connect
+
         return connect(settings, self.env, on_token=self.redactor.add)
 
     def store(self, settings: Settings, *, read_only: bool = False) -> Store:
         """The store; reading commands open it read-only (no migration, no write: evidence stays as it was)."""
+        from orchestrator.store.repo import Store
+
         return Store(settings.db, read_only=read_only)
 
     def emit(self, doc: dict[str, Any]) -> None:
@@ -93,6 +113,8 @@ def mask_url_passwords(text: str) -> str:
 
 
 def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
         # Logs, pipes and CI: never wrap a message mid-path; tables get room.
@@ -102,6 +124,7 @@ def _console(*, stderr: bool) -> Console:
 
 def run_async(app: App, factory: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine with SIGINT/SIGTERM finishing the current step, then stopping (exit 130, resumable)."""
+    import asyncio
 
     async def runner() -> T:
         stop = asyncio.Event()
@@ -229,6 +252,8 @@ def _fail(as_json: bool, code: int, message: str, document: dict[str, Any] | Non
     elif code in (0, 2, EXIT_INTERRUPTED):
         err.print(message, markup=False, highlight=False)
     else:
+        from rich.markup import escape
+
         err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     if as_json or (app is not None and app.output == "json"):
         doc = {**(document or {}), "error": message, "exit_code": code}

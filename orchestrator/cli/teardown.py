@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,13 +23,19 @@ from orchestrator.cli.options import (
     tuning_options,
     write_output_file,
 )
-from orchestrator.cli.render import Progress, counts_line, plan_table, summary_table
 from orchestrator.cli.shell import App, run_async
 from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, SelectionError, UsageError
-from orchestrator.planning import Plan, load_plan
-from orchestrator.progress import Snapshot
-from orchestrator.selection import parse_targets_file
-from orchestrator.usecases import RunPlan, RunSummary, Teardown, pick_run, prepare_resume, refused, summarize, work_runs
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from orchestrator.cli.render import Progress
+    from orchestrator.planning import Plan
+    from orchestrator.progress import Snapshot
+    from orchestrator.usecases import RunPlan, RunSummary, Teardown
+
+# Each command imports the use cases (and through them the store, the client, pydantic, SQLAlchemy, httpx) and
+# rich when it runs, so `--help` and usage errors start quickly.
 
 PLAN_HELP = """Read-only: what would happen to each selected task, and why.
 
@@ -56,6 +61,8 @@ Examples:
 def _progress(app: App, every: float) -> Progress | JsonProgress:
     if app.log_format == "json":
         return JsonProgress(every)
+    from orchestrator.cli.render import Progress
+
     live = app.output == "text" and app.err.is_terminal
     return Progress(app.err, live=live, interval=every)
 
@@ -73,6 +80,8 @@ def _with_progress(app: App, every: float,
 
 def finish(app: App, summary: RunSummary) -> int:
     """The run's result: the document (json) or the table (text) on stdout; the exit code is the document's."""
+    from orchestrator.cli.render import counts_line, summary_table
+
     if app.output == "json":
         app.emit(summary.to_json())
     else:
@@ -96,6 +105,8 @@ def _nothing(app: App, message: str) -> int:
 
 
 def _show_plan(app: App, run_plan: RunPlan, *, to_stderr: bool = False) -> None:
+    from orchestrator.cli.render import counts_line, plan_table
+
     console = app.err if to_stderr else app.out
     for part in run_plan.parts:
         console.print(plan_table(part.plan))
@@ -107,6 +118,9 @@ def _show_plan(app: App, run_plan: RunPlan, *, to_stderr: bool = False) -> None:
 def _teardown(app: App, kw: dict[str, Any], *, targets_file: str | None, max_targets: int | None,
               missing_ok: bool, reviewed: Plan | None = None, reviewed_source: str = "",
               consent: str | None = None, with_store: bool = False) -> Teardown:
+    from orchestrator.selection import parse_targets_file
+    from orchestrator.usecases import Teardown
+
     sel_kw = {k: kw.pop(k) for k in SELECTION_KEYS}
     targets = None
     selection = None
@@ -149,6 +163,8 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, target
 
 
 def _load_reviewed(path: str) -> Plan:
+    from orchestrator.planning import load_plan
+
     file = Path(path)
     if not file.is_file():
         raise SelectionError(f"--plan {path}: no such file" if not file.exists() else f"--plan {path}: not a file")
@@ -192,6 +208,8 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
 
 def _ask(app: App, run_plan: RunPlan, *, reviewed: bool) -> str:
     """Consent at a terminal (typing every project id), else a dry run: refused, exit 2, nothing sent."""
+    from orchestrator.usecases import refused
+
     if app.output == "text":
         _show_plan(app, run_plan)
     actionable = sum(1 for i in run_plan.items if i.action.value in ("stop_then_delete", "delete", "wait",
@@ -226,6 +244,8 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> int:
       drs-teardown resume
       drs-teardown resume 3f2a9c1e --output json
     """
+    from orchestrator.usecases import pick_run, prepare_resume, summarize
+
     given = flags(**kw)
     settings = app.settings(**given)
     store = app.store(settings)
@@ -262,6 +282,8 @@ def worker(app: App, run_id: str | None, output: str, wait_for_runs: float, **kw
       drs-teardown --db postgresql+psycopg://teardown@db/teardown worker
       drs-teardown worker --wait-for-runs 30 --output json
     """
+    from orchestrator.usecases import work_runs
+
     given = flags(**kw)
     settings = app.settings(**given)
     store = app.store(settings)

@@ -75,5 +75,5 @@ async def final_check(e: EngineLike) -> list[dict[str, Any]]:
 
 def left_behind(store: Store, run_id: str) -> list[dict[str, Any]]:
     """What the run's completeness check found still present (from the trail)."""
-    return [{"job_id": r.job_id, "status": r.remote_status, "reason": r.detail}
-            for r in store.records(run_id) if r.trigger == "left_behind"]
+    return [{"job_id": job_id, "status": status, "reason": detail}
+            for job_id, status, detail in store.findings(run_id, "left_behind")]

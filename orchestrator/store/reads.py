@@ -91,6 +91,16 @@ class Reads(StoreCore):
                                   .order_by(AuditRecord.seq, AuditRecord.id)).scalars())
 
     @retrying
+    def findings(self, run_id: str, trigger: str) -> list[tuple[str | None, str | None, str | None]]:
+        """(job_id, remote_status, detail) of the run's records with this trigger, in order — without loading
+        the whole trail (the completeness check's `left_behind` findings)."""
+        with self.session() as s:
+            rows = s.execute(select(AuditRecord.job_id, AuditRecord.remote_status, AuditRecord.detail)
+                             .where(AuditRecord.run_id == run_id, AuditRecord.trigger == trigger)
+                             .order_by(AuditRecord.seq, AuditRecord.id))
+            return [(r[0], r[1], r[2]) for r in rows]
+
+    @retrying
     def api_calls(self, run_id: str) -> list[ApiCall]:
         with self.session() as s:
             return list(s.execute(select(ApiCall).where(ApiCall.run_id == run_id).order_by(ApiCall.id)).scalars())
