@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import fnmatch
 import hashlib
@@ -14,8 +15,8 @@ from typing import Any
 
 from orchestrator.drs.client import DrsClient
 from orchestrator.drs.codes import NOT_FOUND_CODES, StatusClass, classify
-from orchestrator.drs.models import DB_USE_TYPES, JobDetail
-from orchestrator.errors import SelectionError
+from orchestrator.drs.models import DB_USE_TYPES, JobDetail, JobInfo
+from orchestrator.errors import DrsError, SelectionError
 
 # Selection and its parsers live in orchestrator.selection; importable from here too while callers move.
 from orchestrator.selection import JOB_ID_RE, Selection, parse_job_ids, parse_tag  # noqa: F401
@@ -133,17 +134,31 @@ async def resolve(client: DrsClient, selection: Selection) -> tuple[list[str], i
     return ids, listed, children
 
 
+PARENT_KINDS = ("sync", "cloudDataGuard")  # re-edit children (sync) and dual-active children (DR)
+
+
 async def children_of_ids(client: DrsClient, details: dict[str, JobDetail], explicit: Sequence[str],
-                          known: dict[str, list[str]]) -> dict[str, list[str]]:
+                          known: dict[str, list[str]],
+                          listing: asyncio.Future[list[list[JobInfo]]] | None = None) -> dict[str, list[str]]:
     """Children of explicitly selected parents, found through the list API (detail's `children` lists only the
-    children whose EIP binding failed; whether children are also top-level rows is unknown, reference §14.7)."""
+    children whose EIP binding failed; whether children are also top-level rows is unknown, reference §14.7).
+
+    `listing`: the sync and cloudDataGuard lists, started while the details were read (another API, another
+    pacing budget); cancelled when no selected task can have children."""
     wanted = {j for j in explicit if j in details and j not in known and not details[j].parent_id
-              and details[j].db_use_type in ("sync", "cloudDataGuard")}
+              and details[j].db_use_type in PARENT_KINDS}
     found: dict[str, list[str]] = {}
     if not wanted:
+        if listing is not None:
+            listing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DrsError):
+                await listing
         return found
-    kinds = sorted({details[j].db_use_type or "" for j in wanted})
-    pages = await asyncio.gather(*(client.list_jobs(k) for k in kinds))
+    if listing is not None:
+        pages = await listing
+    else:
+        kinds = sorted({details[j].db_use_type or "" for j in wanted})
+        pages = await asyncio.gather(*(client.list_jobs(k) for k in kinds))
     for jobs in pages:
         for job in jobs:
             if job.id in wanted and job.children:
@@ -231,8 +246,17 @@ async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, n
     """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide."""
     selection.validate()
     ids, listed, children = await resolve(client, selection)
-    details = await read_details(client, ids)
-    children.update(await children_of_ids(client, details, selection.job_ids, children))
+    listing = None
+    if selection.job_ids and not selection.uses_filters:
+        # Selected by id: their children come from the list API; list while the details are read.
+        listing = asyncio.ensure_future(asyncio.gather(*(client.list_jobs(k) for k in PARENT_KINDS)))
+    try:
+        details = await read_details(client, ids)
+    except BaseException:
+        if listing is not None:
+            listing.cancel()
+        raise
+    children.update(await children_of_ids(client, details, selection.job_ids, children, listing))
     # Children go with their parents: planned as tasks of their own, right after the parent.
     parent_of = {c: p for p, kids in children.items() for c in kids}
     extra = sorted({c for kids in children.values() for c in kids} - set(details) - set(ids))

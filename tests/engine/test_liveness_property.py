@@ -72,6 +72,8 @@ class Service:
         body = json.loads(request.content or b"{}")
         if request.url.path.endswith("/batch-jobs"):
             return self._act(request, body)
+        if request.url.path.endswith("/jobs"):  # the list API (children of selected parents): none here
+            return httpx.Response(200, json={"total_record": 0, "jobs": []})
         # The faults hit the engine's polls (batch-status); the plan's detail reads are answered well.
         polls = request.url.path.endswith("/batch-status")
         fault = self.read_faults.pop(0) if self.read_faults and polls else "ok"
