@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -106,3 +108,17 @@ def _patched_environ(env: Mapping[str, str]) -> Iterator[None]:
 
 def sqlite_url(tmp_path: Path, name: str = "t.db") -> str:
     return f"sqlite:///{tmp_path / name}"
+
+
+_TEMPLATE: Path | None = None
+
+
+def migrated_db(tmp: Path) -> str:
+    """A migrated SQLite database, copied from a template (migrating per example would dominate property tests)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        _TEMPLATE = tmp.parent / f"template-{uuid.uuid4().hex}.db"
+        Store(f"sqlite:///{_TEMPLATE}").close()
+    target = tmp / f"{uuid.uuid4().hex}.db"
+    shutil.copy(_TEMPLATE, target)
+    return f"sqlite:///{target}"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from orchestrator.lifecycle import TERMINAL
 from orchestrator.planning import Selection, make_plan
 from orchestrator.store.repo import Context, Store
 from orchestrator.usecases import start_run
+from tests.kit import migrated_db
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 FAULTS = st.sampled_from(["ok", "ok", "ok", "ok", "500", "429", "connect", "timeout", "garbage", "missing"])
@@ -101,18 +100,6 @@ class Script:
         return httpx.Response(202, json={"count": len(results), "results": results})
 
 
-_TEMPLATE: Path | None = None
-
-
-def _fresh_db(tmp: Path) -> str:
-    """A migrated database, copied from a template (migrating each example would dominate the run time)."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        _TEMPLATE = tmp.parent / f"template-{uuid.uuid4().hex}.db"
-        Store(f"sqlite:///{_TEMPLATE}").close()
-    target = tmp / f"{uuid.uuid4().hex}.db"
-    shutil.copy(_TEMPLATE, target)
-    return f"sqlite:///{target}"
 
 
 async def _run(script: Script, db: str) -> tuple[Store, str, Engine]:
@@ -144,7 +131,7 @@ def test_no_delete_without_a_deletable_observation(tmp_path: Path, ids: list[str
     script = Script(statuses=statuses, faults=data.draw(st.lists(FAULTS, max_size=12), label="faults"),
                     items=data.draw(st.lists(ITEM, min_size=1, max_size=6), label="items"))
     try:
-        store, run_id, _ = asyncio.run(_run(script, _fresh_db(tmp_path)))
+        store, run_id, _ = asyncio.run(_run(script, migrated_db(tmp_path)))
     except Exception as exc:  # a fault during planning aborts before anything is written: acceptable
         from orchestrator.errors import DrsError
 

@@ -93,7 +93,6 @@ def classify(status: str | None) -> StatusClass:
 BUSY_CODES = frozenset({"DRS.M01504"})
 THROTTLE_CODES = frozenset({"APIGW.0308", "DRS.M01503"})
 CHILD_CODES = frozenset({"DRS.M00308"})
-STATUS_REFUSED_CODES = frozenset({"DRS.M00304"})  # "cannot be called in the current task status"
 INVALID_PARAMETER_CODES = frozenset({"DRS.M00202"})
 
 

@@ -33,9 +33,6 @@ from orchestrator.drs.codes import (
 from orchestrator.engine.tuning import MAX_BAD_READS, MAX_REJECTIONS, MAX_RESENDS, Tuning
 from orchestrator.lifecycle import TaskModel, TaskState
 
-PLAN_ACTIONS_THAT_STOP = frozenset({"stop_then_delete"})
-PLAN_ACTIONS_THAT_DELETE = frozenset({"delete"})
-
 
 @dataclass
 class Tracked:

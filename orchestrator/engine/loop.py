@@ -42,8 +42,6 @@ from orchestrator.store.repo import Change, Context, Event, Store
 from orchestrator.wire import Exchange
 
 ALIVE_CHECK_SECONDS = 2.0  # how often the loop checks its database is still the file at its path
-ROW_FIELDS = ("state", "last_status", "last_observed_at", "reason", "error_code", "stop_attempts", "forced",
-              "busy_retries", "resends", "phase_started_at", "unchanged_polls")
 
 
 class Engine:

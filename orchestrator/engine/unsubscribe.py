@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator import faultpoints
+from orchestrator.drs.bss import ALREADY_UNSUBSCRIBED
 from orchestrator.engine.decide import Decision, Tracked, backoff, stopped_note
 from orchestrator.engine.protocol import EngineLike
 from orchestrator.engine.tuning import MAX_RESENDS
@@ -21,7 +22,6 @@ from orchestrator.errors import DrsError, OutcomeUnknown, Throttled, TransportFa
 from orchestrator.lifecycle import TaskState
 
 CLOSED = 3  # BSS resource status: closed (unsubscribed)
-ALREADY_UNSUBSCRIBED = "CBC.30000067"
 
 
 def failures(result: Any) -> list[tuple[str | None, str | None, str | None]]:

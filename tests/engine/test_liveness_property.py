@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from orchestrator.engine.tuning import MAX_BAD_READS
 from orchestrator.planning import Selection, make_plan
 from orchestrator.store.repo import Context, Store
 from orchestrator.usecases import start_run
+from tests.kit import migrated_db
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 READ_FAULTS = ["garbage", "truncated", "results-null", "array", "unknown", "missing", "stale", "500", "connect",
@@ -154,17 +154,6 @@ class Service:
         return {"id": job_id, "status": "success"}
 
 
-_TEMPLATE: Path | None = None
-
-
-def _fresh_db(tmp: Path) -> str:
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        _TEMPLATE = tmp.parent / f"template-{uuid.uuid4().hex}.db"
-        Store(f"sqlite:///{_TEMPLATE}").close()
-    target = tmp / f"{uuid.uuid4().hex}.db"
-    shutil.copy(_TEMPLATE, target)
-    return f"sqlite:///{target}"
 
 
 async def _teardown(service: Service, db: str) -> tuple[Store, str]:
@@ -195,7 +184,7 @@ def test_every_task_the_service_lets_go_of_ends_deleted(tmp_path: Path, n: int, 
                       data.draw(st.lists(st.sampled_from(ACTION_FAULTS), max_size=4), label="action faults"))
     planning_faults = list(service.read_faults)
     try:
-        store, run_id = asyncio.run(_teardown(service, _fresh_db(tmp_path)))
+        store, run_id = asyncio.run(_teardown(service, migrated_db(tmp_path)))
     except Exception as exc:  # planning reads gave up before any run was recorded: nothing was sent
         from orchestrator.errors import DrsError
 
