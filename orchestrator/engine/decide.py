@@ -177,7 +177,8 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     state = t.state
     if r.error_code in NOT_FOUND_CODES or r.status == "DELETED":
         gone = {"last_status": r.status or t.last_status, "observed_at": now}
-        if state is TaskState.DELETING or t.delete_sent:
+        ours = state is TaskState.DELETING or (t.delete_sent and state in (TaskState.PENDING, TaskState.DELETABLE))
+        if ours:
             return Decision("deleted", reason="read back deleted after our delete", error_code=r.error_code,
                             request_id=r.request_id, updates=gone)
         return Decision("vanished", reason="gone without a delete from this run", error_code=r.error_code,
