@@ -7,6 +7,10 @@ Every import counts: module level, inside functions, under TYPE_CHECKING.
 from __future__ import annotations
 
 import ast
+import functools
+import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +52,27 @@ def _modules() -> dict[str, Path]:
 
 MODULES = _modules()
 
+_PARSE_ALL = """
+import ast, pickle, sys
+paths = sys.stdin.read().split("\\n")
+sys.stdout.buffer.write(pickle.dumps({p: ast.parse(open(p, encoding="utf-8").read()) for p in paths}))
+"""
+
+
+@functools.cache
+def _trees() -> dict[str, ast.Module]:
+    """Every module's syntax tree, parsed in a fresh interpreter: in this one, CPython 3.11 can raise
+    "SystemError: AST constructor recursion depth mismatch" when another thread (a test's leftover server,
+    an import being rewritten) builds a tree at the same time (python/cpython#106905)."""
+    paths = [str(p) for p in MODULES.values()]
+    done = subprocess.run([sys.executable, "-c", _PARSE_ALL], input="\n".join(paths).encode(),
+                          capture_output=True, check=True, timeout=120)
+    return pickle.loads(done.stdout)  # our own child's output
+
+
+def tree_of(path: Path) -> ast.Module:
+    return _trees()[str(path)]
+
 
 def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
@@ -76,8 +101,7 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 def imports_of(module: str) -> Iterator[tuple[str, int]]:
     """(imported orchestrator module, line) for every import anywhere in the module."""
     path = MODULES[module]
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+    for node in ast.walk(tree_of(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if _matches(alias.name, "orchestrator"):
@@ -212,7 +236,7 @@ def _sizes() -> Iterator[tuple[str, str, int, int]]:
     for module, path in MODULES.items():
         text = path.read_text(encoding="utf-8")
         yield module, "module", len(text.splitlines()), MAX_MODULE_LINES
-        for node in ast.walk(ast.parse(text)):
+        for node in ast.walk(tree_of(path)):
             if isinstance(node, ast.ClassDef):
                 yield f"{module}.{node.name}", "class", (node.end_lineno or node.lineno) - node.lineno + 1, \
                     MAX_CLASS_LINES
