@@ -744,6 +744,9 @@ def test_rough_world_converges_with_zero_violations(tmp_path: Path) -> None:
     assert all(t.state.value == "blocked" or "torn down with its parent" in (t.reason or "") for t in others)
     assert td.summary.left_behind == []
     deletes = [c for c in td.sim.destructive_calls if c["delete_type"] == "delete"]
-    assert all(c["status_before"] in DELETABLE for c in deletes)
+    # Every delete followed a fresh deletable reading; the rough world also restarts tasks on its own, so a
+    # delete may race a restart landing in the milliseconds after that reading: the service refuses it (the
+    # task is requeued and stopped again), it never deletes a task that was not deletable.
+    assert all(c["status_before"] in DELETABLE or c["result"] == "failed" for c in deletes), deletes
     assert max(destructive.values()) <= Tuning().terminate_attempts + 3  # bounded: busy retries, re-sends
     assert td.store.verify(td.run_id).ok
