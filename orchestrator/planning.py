@@ -8,7 +8,7 @@ import enum
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -241,17 +241,34 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
     return PlanItem(action=Action.STOP_THEN_DELETE, reason=why, **base)
 
 
+Selected = Callable[[Sequence[str], Mapping[str, Sequence[str]]], Awaitable[None]]
+Decided = Callable[[list[PlanItem]], Awaitable[None]]
+STREAM_CHUNK = 100  # ids per streamed batch of details (ten batch-detail calls)
+
+
 async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime,
-                    unsubscribe_prepaid: bool = False) -> Plan:
-    """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide."""
+                    unsubscribe_prepaid: bool = False, on_selected: Selected | None = None,
+                    on_items: Decided | None = None) -> Plan:
+    """Select, read every target's detail (≤10 ids a call), add the children of selected parents, and decide.
+
+    `on_selected(ids, listed children)`: awaited once the selection is known, before any detail read (the rails
+    that need only its size). `on_items(items)`: the plan pipelined into the run — awaited with each batch of
+    items that can be decided alone as soon as its details are read (see `independent`); the Plan returned
+    still holds every item, the streamed ones included, decided the same way."""
     selection.validate()
     ids, listed, children = await resolve(client, selection)
+    if on_selected is not None:
+        await on_selected(ids, children)
     listing = None
     if selection.job_ids and not selection.uses_filters:
         # Selected by id: their children come from the list API; list while the details are read.
         listing = asyncio.ensure_future(asyncio.gather(*(client.list_jobs(k) for k in PARENT_KINDS)))
     try:
-        details = await read_details(client, ids)
+        if on_items is None:
+            details = await read_details(client, ids)
+        else:
+            details = await _stream(client, ids, children, listing, selection, on_items,
+                                    unsubscribe_prepaid=unsubscribe_prepaid)
     except BaseException:
         if listing is not None:
             listing.cancel()
@@ -285,14 +302,84 @@ async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, n
             continue
         item = decide(details[job_id], parents, selected, parent_of, children,
                       unsubscribe_prepaid=unsubscribe_prepaid)
-        if selection.tags and parent is None and item.action is not Action.SKIP:
-            tags = {(t.key, t.value or "") for t in details[job_id].tags}
-            if not all(tag in tags for tag in selection.tags):
-                continue
+        if selection.tags and parent is None and item.action is not Action.SKIP \
+                and not _tagged(details[job_id], selection):
+            continue
         items.append(item)
         kept.add(job_id)
     return Plan(project_id=client.project_id, endpoint=endpoint, selection=selection, items=tuple(items),
                 created_at=now, listed=listed)
+
+
+def independent(detail: JobDetail, parent_of: Mapping[str, str], children: Mapping[str, Sequence[str]], *,
+                children_known: bool) -> bool:
+    """A task whose plan item its own detail decides: no parent, no children (listed, or possible while the
+    children listing is still running). The plan's final pass decides it the same way."""
+    if detail.parent_id or detail.id in parent_of or children.get(detail.id) or detail.error_code:
+        return False
+    return children_known or detail.db_use_type not in PARENT_KINDS
+
+
+async def _stream(client: DrsClient, ids: Sequence[str], children: Mapping[str, Sequence[str]],
+                  listing: asyncio.Future[list[list[JobInfo]]] | None, selection: Selection, on_items: Decided,
+                  *, unsubscribe_prepaid: bool) -> dict[str, JobDetail]:
+    """Read the details in batches (all in flight, paced by the client) and hand on each batch's independent
+    items as soon as it is read; the rest wait for the plan's final pass."""
+    details: dict[str, JobDetail] = {}
+    known = {p: list(kids) for p, kids in children.items()}
+    parent_of = {c: p for p, kids in known.items() for c in kids}
+    reads = {asyncio.ensure_future(read_details(client, ids[i : i + STREAM_CHUNK]))
+             for i in range(0, len(ids), STREAM_CHUNK)}
+    waiting: set[asyncio.Future[Any]] = set(reads)
+    children_known = listing is None
+    if listing is not None:
+        waiting.add(listing)
+    deferred: list[str] = []
+    try:
+        while reads or (deferred and listing is not None and not listing.done()):
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            fresh: list[str] = []
+            for f in done:
+                if f is listing:
+                    with contextlib.suppress(DrsError):  # the final pass awaits it again and raises then
+                        for jobs in f.result():
+                            for job in jobs:
+                                if job.children:
+                                    known[job.id] = [c.id for c in job.children]
+                                    parent_of.update((c.id, job.id) for c in job.children)
+                        children_known = True
+                        fresh += deferred
+                        deferred = []
+                    continue
+                reads.discard(f)
+                part = f.result()
+                details.update(part)
+                fresh += list(part)
+            items = []
+            for job_id in fresh:
+                detail = details.get(job_id)
+                if detail is None or detail.id != job_id:
+                    continue
+                if not independent(detail, parent_of, known, children_known=children_known):
+                    if not children_known:
+                        deferred.append(job_id)
+                    continue
+                item = decide(detail, details, set(), parent_of, known, unsubscribe_prepaid=unsubscribe_prepaid)
+                if selection.tags and item.action is not Action.SKIP and not _tagged(detail, selection):
+                    continue
+                items.append(item)
+            if items:
+                await on_items(items)
+    except BaseException:
+        for f in reads:
+            f.cancel()
+        raise
+    return details
+
+
+def _tagged(detail: JobDetail, selection: Selection) -> bool:
+    tags = {(t.key, t.value or "") for t in detail.tags}
+    return all(tag in tags for tag in selection.tags)
 
 
 def load_plan(data: dict[str, Any], source: str) -> Plan:

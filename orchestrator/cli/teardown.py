@@ -193,6 +193,10 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
     consent = ("plan-file+yes-flag" if reviewed else "yes-flag") if yes else None
     td = _teardown(app, kw, targets_file=targets_file, max_targets=max_targets, missing_ok=missing_ok,
                    reviewed=reviewed, reviewed_source=plan_file or "", consent=consent, with_store=True)
+    from orchestrator.usecases import can_pipeline
+
+    if can_pipeline(td):
+        return _pipelined(app, td)
     run_plan = run_async(app, td.plan)
     empty = run_plan.nothing_matched()
     if empty:
@@ -204,6 +208,23 @@ def run(app: App, yes: bool, plan_file: str | None, output: str, max_targets: in
     app.say(f"run {run_id}: {len(run_plan.items)} task(s); consent: {consent}")
     return finish(app, _with_progress(app, td.settings.progress_interval,
                                       lambda progress, stop: td.execute(progress=progress, stop_event=stop)))
+
+
+def _pipelined(app: App, td: Teardown) -> int:
+    """`run --yes` without --plan: the plan pipelined into the run (stops go out while the plan still reads)."""
+    from orchestrator.usecases import pipelined
+
+    def recorded(run_id: str) -> None:
+        assert td.ctx is not None
+        LOG_CONTEXT.set({"run_id": run_id, "worker": td.ctx.worker})
+        app.say(f"run {run_id}: planning and executing; consent: {td.consent}")
+
+    summary = _with_progress(app, td.settings.progress_interval, lambda progress, stop: pipelined(
+        td, progress=progress, stop_event=stop, on_recorded=recorded))
+    empty = td.run_plan.nothing_matched() if td.run_plan is not None else None
+    if empty and not summary.jobs:
+        return _nothing(app, empty)
+    return finish(app, summary)
 
 
 def _ask(app: App, run_plan: RunPlan, *, reviewed: bool) -> str:

@@ -22,10 +22,11 @@ from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine.completeness import final_check
 from orchestrator.engine.decide import Decision, Tracked
+from orchestrator.engine.feed import Feed, planned
 from orchestrator.engine.leases import Leases
 from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.reads import Reader
-from orchestrator.engine.schedule import act, deadlines, leases_step, record_end, sleep
+from orchestrator.engine.schedule import act, deadlines, leases_step, record_end, sleep, take_feed
 from orchestrator.engine.sends import Sender
 from orchestrator.engine.tuning import Tuning
 from orchestrator.errors import EngineAbort, LeaseLost, StoreError
@@ -51,13 +52,14 @@ class Engine:
                  *, fresh: bool = False, shared: bool | None = None,
                  progress: Callable[[Snapshot], None] | None = None,
                  stop_event: asyncio.Event | None = None, rng: random.Random | None = None,
-                 bss: Any = None) -> None:
+                 bss: Any = None, feed: Feed | None = None) -> None:
         self.store, self.client, self.ctx, self.tuning, self.clock = store, client, ctx, tuning, clock
         self.run_id = run_id
         self.lifecycle = Lifecycle()
         self.fresh = fresh  # the plan's readings stand for the tasks this process just planned
         self.shared = store.is_postgres if shared is None else shared
         self.stop_event = stop_event or asyncio.Event()
+        self.feed = feed  # planning still under way adds tasks through it
         self.rng = rng or random.Random()
         self.tasks: dict[str, Tracked] = {}
         self.children: dict[str, set[str]] = {}  # parent job id -> its re-edit children in this run
@@ -226,7 +228,7 @@ class Engine:
                     and self.store.active_count(self.run_id) and self.clock.now() < self.deadline:
                 await self.clock.sleep(min(self.tuning.lease_check, self.tuning.poll_interval))
                 await self.work()
-            if not self.stop_event.is_set() and not self.store.active_count(self.run_id):
+            if not self.stop_event.is_set() and planned(self.feed) and not self.store.active_count(self.run_id):
                 self.left_behind = await final_check(self)
         except StoreError:
             with contextlib.suppress(Exception):  # mark it interrupted if the store still can; else the next command
@@ -236,7 +238,7 @@ class Engine:
             record_end(self, interrupted=True)
             raise
         else:
-            record_end(self, interrupted=self.stop_event.is_set() or self.abort is not None)
+            record_end(self, interrupted=self.stop_event.is_set() or self.abort is not None or not planned(self.feed))
         if self.abort is not None:
             raise self.abort
 
@@ -261,6 +263,9 @@ class Engine:
 
     async def _loop(self) -> None:
         while not self.stop_event.is_set():
+            take_feed(self)
+            if self.stop_event.is_set():
+                break
             if self.clock.monotonic() - self._alive_checked >= ALIVE_CHECK_SECONDS:
                 # The store notices being lost (deleted, replaced): stop sending, exit 4 naming the file.
                 self._alive_checked = self.clock.monotonic()
@@ -280,6 +285,10 @@ class Engine:
                 continue
             if not self.active():
                 if self.shared and self.adopt(self.leases.claim(), fresh=False):
+                    continue
+                if self.feed is not None and self.feed.waiting:
+                    if not self.feed.arrived.is_set():
+                        await sleep(self)  # planning may still add tasks (sleep wakes when it does)
                     continue
                 return
             await sleep(self)

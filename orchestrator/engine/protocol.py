@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine.decide import Decision, Tracked
+from orchestrator.engine.feed import Feed
 from orchestrator.engine.leases import Leases
 from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.tuning import Tuning
@@ -34,6 +35,7 @@ class EngineLike(Protocol):
     fresh: bool
     shared: bool
     stop_event: asyncio.Event
+    feed: Feed | None
     rng: random.Random
     tasks: dict[str, Tracked]
     children: dict[str, set[str]]

@@ -8,6 +8,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from orchestrator.engine.decide import Decision, Tracked, children_verdict, needs_fresh_reading, on_deadline
+from orchestrator.engine.feed import planned as feed_planned
+from orchestrator.engine.feed import unplanned_targets
 from orchestrator.engine.protocol import EngineLike
 from orchestrator.errors import EXIT_INCOMPLETE
 from orchestrator.lifecycle import OUTCOMES, TaskState, exit_code_for, outcome_of
@@ -75,6 +77,21 @@ def leases_step(e: EngineLike) -> None:
     if e.leases.due_for_claim():
         e.adopt(e.leases.claim(), fresh=e.fresh and e.leases.claim_more)
 
+def take_feed(e: EngineLike) -> None:
+    """Adopt what a planning under way recorded since the last look; a planning that failed stops the run."""
+    feed = e.feed
+    if feed is None or not feed.arrived.is_set():
+        return
+    rows = feed.take()
+    if rows:
+        if e.shared:
+            e.leases.claim_more = True  # claimed (leased) from the store like any other task
+        else:
+            e.adopt(rows, fresh=True)  # as planned a moment ago: the plan's reading is fresh
+    if feed.failure is not None:
+        e.stop_event.set()
+
+
 def deadlines(e: EngineLike, now: datetime) -> None:
     changes = []
     for t in list(e.active()):
@@ -88,7 +105,8 @@ def deadlines(e: EngineLike, now: datetime) -> None:
 async def sleep(e: EngineLike) -> None:
     now = e.clock.now()
     active = e.active()
-    wakes = [min((t.next_check for t in active), default=now), e.deadline]
+    waiting_for_plan = not active and e.feed is not None and not e.feed.done
+    wakes = [min((t.next_check for t in active), default=e.deadline if waiting_for_plan else now), e.deadline]
     stops = [t.phase_started for t in active if not t.delete_phase]
     deletes = [t.phase_started for t in active if t.delete_phase]
     if stops:
@@ -104,8 +122,11 @@ async def sleep(e: EngineLike) -> None:
         return
     sleeper = asyncio.ensure_future(e.clock.sleep(delay))
     stopper = asyncio.ensure_future(e.stop_event.wait())
-    await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (sleeper, stopper):
+    waits = {sleeper, stopper}
+    if e.feed is not None and not e.feed.done:
+        waits.add(asyncio.ensure_future(e.feed.arrived.wait()))  # planning recorded more tasks
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
         task.cancel()
 
 
@@ -117,7 +138,18 @@ def record_end(e: EngineLike, *, interrupted: bool) -> None:
     e.leases.release()
     e.report(force=True)
     active = store.active_count(run_id)
-    if active == 0:
+    planned = feed_planned(e.feed)
+    run = store.run(run_id)
+    unplanned = unplanned_targets(run.options if run is not None else {})
+    if run is not None and run.status == "finished":
+        pass  # ended already (a rail refused while planning, or another worker recorded the end)
+    elif active == 0 and planned and unplanned:
+        # Every task that could be planned is done; the targets whose planning failed wait for `resume`.
+        store.set_run(run_id, status="interrupted")
+        store.append_events(run_id, e.ctx, [Event(trigger="run_interrupted", detail=(
+            f"not planned: {'; '.join(f'{k}: {v}' for k, v in unplanned.items())}; resumable with "
+            "`drs-teardown resume`"))], now)
+    elif active == 0 and planned:
         counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
         code = max(exit_code_for(counts), EXIT_INCOMPLETE if e.left_behind else 0)
         ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
@@ -128,5 +160,6 @@ def record_end(e: EngineLike, *, interrupted: bool) -> None:
         # (Shared: only when no other live worker is still on the run.)
         store.set_run(run_id, status="interrupted")
         store.append_events(run_id, e.ctx, [Event(trigger="run_interrupted", detail=(
-            f"{active} task(s) pending; resumable with `drs-teardown resume`"))], now)
+            f"{active} task(s) pending{'' if planned else '; planning did not finish'}; resumable with "
+            "`drs-teardown resume`"))], now)
 

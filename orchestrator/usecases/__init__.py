@@ -15,6 +15,7 @@ from orchestrator.usecases.connection import (
     tuning_from,
 )
 from orchestrator.usecases.context import actor_info, new_context, new_worker_id
+from orchestrator.usecases.pipeline import can_pipeline, pipelined
 from orchestrator.usecases.rails import check_drift, check_max_targets, check_overlap, own_run, refused
 from orchestrator.usecases.recording import add_plan, begin_run, records_before_planning, start_run
 from orchestrator.usecases.resume import Resumption, find_run, pick_run, prepare_resume
@@ -41,6 +42,7 @@ __all__ = [
     "actor_info",
     "add_plan",
     "begin_run",
+    "can_pipeline",
     "check_drift",
     "check_max_targets",
     "check_overlap",
@@ -54,6 +56,7 @@ __all__ = [
     "new_worker_id",
     "own_run",
     "pick_run",
+    "pipelined",
     "plan_targets",
     "prepare_resume",
     "recorded_targets",

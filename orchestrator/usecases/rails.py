@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from orchestrator.errors import Refused, RunBusy
@@ -51,6 +51,16 @@ def check_overlap(store: Store, job_ids: Iterable[str], *, exclude: str | None =
             raise Refused(f"refused: {len(shared)} selected task(s) ({', '.join(shared[:3])}"
                           f"{', …' if len(shared) > 3 else ''}) belong to the unfinished run {run.id} "
                           f"({run.status}); finish it first: drs-teardown resume {run.id}; nothing was sent")
+
+
+def check_overlap_of_batch(store: Store, job_ids: Sequence[str], *, run_id: str) -> None:
+    """check_overlap for one batch of a run being planned: only the unfinished runs that hold one of these ids
+    are looked at (one indexed query), so it can run before every batch is recorded."""
+    if not job_ids:
+        return
+    others = [r for r in store.unfinished_runs_overlapping(job_ids, None) if r.id != run_id]
+    if others:
+        check_overlap(store, job_ids, exclude=run_id)
 
 
 class RunClaim:

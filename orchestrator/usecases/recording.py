@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.engine import Tuning
+from orchestrator.engine.feed import UNPLANNED, unplanned_targets
 from orchestrator.lifecycle import TERMINAL, Lifecycle, TaskModel, TaskState
 from orchestrator.planning import Action, Plan, PlanItem
 from orchestrator.store.models import Run, Task
@@ -23,8 +24,28 @@ RECORDED_BEFORE_PLANNING = "recorded_before_planning"  # in Run.options: its pla
 
 
 def needs_planning(run: Run) -> bool:
-    """A run recorded before planning whose plan was never recorded (killed or stopped while planning)."""
-    return bool(run.options.get(RECORDED_BEFORE_PLANNING)) and run.plan_hash is None
+    """A run recorded before planning whose plan was never recorded (killed or stopped while planning), or
+    one with targets whose planning failed."""
+    return (bool(run.options.get(RECORDED_BEFORE_PLANNING)) and run.plan_hash is None) \
+        or bool(unplanned_targets(run.options))
+
+
+def note_unplanned(store: Store, run_id: str, ctx: Context, now: datetime, failed: Mapping[str, str],
+                   *, planned: Sequence[str] = ()) -> None:
+    """Record which targets could not be planned (and why), and that `planned` ones now are: the run stays
+    unfinished until `resume` plans them (the exit code says so meanwhile)."""
+    run = store.run(run_id)
+    if run is None or (not failed and not planned):
+        return
+    left = {k: v for k, v in {**unplanned_targets(run.options), **failed}.items() if k not in planned or k in failed}
+    store.set_run(run_id, options={**{k: v for k, v in run.options.items() if k != UNPLANNED},
+                                   **({UNPLANNED: left} if left else {})})
+    events = [Event(trigger="target_failed", detail=f"target {label}: {why}; `drs-teardown resume` plans it "
+                    "again") for label, why in failed.items()]
+    events += [Event(trigger="target_planned", detail=f"target {label}: planned") for label in planned
+               if label not in failed and label in unplanned_targets(run.options)]
+    if events:
+        store.append_events(run_id, ctx, events, now)
 
 
 def records_before_planning(store: Store) -> bool:
@@ -100,10 +121,11 @@ def begin_run(store: Store, ctx: Context, tuning: Tuning, now: datetime, *, proj
 
 
 def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime, *, consent: str,
-             targets: Mapping[str, str] | None = None) -> None:
-    """Add the tasks a plan found to a run recorded before planning (only those not recorded yet)."""
+             targets: Mapping[str, str] | None = None, plan_hash: str | None = None) -> None:
+    """Add the tasks a plan found to a run recorded before planning (only those not recorded yet). `plan_hash`:
+    the run's recorded hash, kept when this plan only completes it (targets planned again on resume)."""
     known = {t.job_id for t in store.tasks(run_id)}
     items = [i for i in plan.items if i.job_id not in known]
     tasks, events = task_rows(run_id, items, now, targets)
     store.add_tasks(run_id, tasks, ctx, [start_event(plan, consent), *events], now)  # type: ignore[attr-defined]
-    store.set_run(run_id, status="running", plan_hash=plan.hash)
+    store.set_run(run_id, status="running", plan_hash=plan_hash or plan.hash)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning
+from orchestrator.engine.feed import unplanned_targets
 from orchestrator.errors import ConfigError, SelectionError
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
@@ -27,7 +28,7 @@ from orchestrator.usecases.connection import (
     tuning_for_run,
 )
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import add_plan, needs_planning
+from orchestrator.usecases.recording import add_plan, needs_planning, note_unplanned
 from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import (
     ClientFactory,
@@ -91,13 +92,22 @@ class Resumption:
                 self.claim.release()
 
     async def _plan_the_rest(self) -> None:
-        """The run was killed while planning: plan its recorded selection, add what was never recorded."""
+        """The run was killed while planning, or some of its targets failed to plan: plan them (the recorded
+        selection), add what was never recorded. A target that fails again stays unplanned, said so."""
         targets = self.targets or [single_target(self.settings, Selection.from_dict(self.run.selection))]
-        run_plan = await plan_targets(self.settings, targets, self.conns, self.clock,
+        conns = self.conns
+        unplanned = unplanned_targets(self.run.options)
+        if unplanned and self.targets is not None and self.run.plan_hash is not None:
+            # Only the targets that failed (the others' plans are recorded).
+            pairs = [(t, c) for t, c in zip(targets, conns, strict=True) if t.label in unplanned]
+            targets, conns = [t for t, _ in pairs], [c for _, c in pairs]
+        run_plan = await plan_targets(self.settings, targets, conns, self.clock,
                                       several=self.targets is not None, client_factory=self.client_factory)
         rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
         add_plan(self.store, self.run.id, run_plan.as_plan(), self.ctx, self.clock.now(), consent=self.run.consent,
-                 targets=run_plan.job_targets())
+                 targets=run_plan.job_targets(), plan_hash=self.run.plan_hash)
+        note_unplanned(self.store, self.run.id, self.ctx, self.clock.now(), run_plan.failed,
+                       planned=[t.label for t in targets])
 
 
 def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str, str], flags: Mapping[str, Any], *,

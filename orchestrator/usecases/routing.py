@@ -26,7 +26,7 @@ class TargetRouter:
 
     def __init__(self, clients: Mapping[str, DrsClient], target_of: Mapping[str, str]) -> None:
         self.clients = dict(clients)
-        self.target_of = dict(target_of)
+        self.target_of = target_of  # live: a run still being planned adds its tasks' targets as it records them
         self.first = next(iter(self.clients.values()))
         self.project_id = self.first.project_id
         self._recorder: Callable[[Exchange], None] | None = None
@@ -53,9 +53,11 @@ class TargetRouter:
 
     def _split(self, items: Sequence[T], job_id: Callable[[T], str]) -> dict[str, list[T]]:
         parts: dict[str, list[T]] = {}
-        default = next(iter(self.clients))
         for item in items:
-            parts.setdefault(self.target_of.get(job_id(item), default), []).append(item)
+            label = self.target_of.get(job_id(item))
+            if label not in self.clients:  # never a call to a region the task may not be in
+                raise LookupError(f"task {job_id(item)} has no known target (known: {', '.join(self.clients)})")
+            parts.setdefault(label, []).append(item)
         return parts
 
     async def _fan_out(self, parts: Mapping[str, list[T]],

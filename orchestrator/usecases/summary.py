@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.engine.completeness import left_behind
+from orchestrator.engine.feed import unplanned_targets
 from orchestrator.errors import EXIT_INCOMPLETE, EXIT_OK
 from orchestrator.lifecycle import OUTCOMES, TaskState, exit_code_for, outcome_of
 from orchestrator.store.repo import Store
@@ -89,7 +90,11 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
     left = left_behind(store, run_id)
     if (missing_problem or left) and code == EXIT_OK:
         code = EXIT_INCOMPLETE
-    targets = [{**meta, "counts": _ordered(per_target.get(meta["label"], Counter()))}
+    unplanned = unplanned_targets(options)
+    if unplanned and code == EXIT_OK:
+        code = EXIT_INCOMPLETE  # a target could not be planned: its tasks are not done
+    targets = [{**meta, "counts": _ordered(per_target.get(meta["label"], Counter())),
+                **({"error": unplanned[meta["label"]]} if meta["label"] in unplanned else {})}
                for meta in _target_meta(run.selection if run is not None else {})]
     return RunSummary(run_id, code, ordered, jobs, targets=targets, left_behind=left)
 

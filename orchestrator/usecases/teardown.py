@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.clock import Clock, RealClock
@@ -20,7 +21,16 @@ from orchestrator.drs.client import DrsClient
 from orchestrator.drs.endpoints import resolve_bss_endpoint
 from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Engine, Tuning
-from orchestrator.errors import ConfigError, EngineAbort, Interrupted, Refused, SelectionError
+from orchestrator.engine.feed import Feed
+from orchestrator.errors import (
+    AuthError,
+    ConfigError,
+    DrsError,
+    EngineAbort,
+    Interrupted,
+    Refused,
+    SelectionError,
+)
 from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, action_counts, make_plan
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
@@ -35,7 +45,7 @@ from orchestrator.usecases.connection import (
     tuning_from,
 )
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import add_plan, begin_run, records_before_planning, start_run
+from orchestrator.usecases.recording import add_plan, begin_run, note_unplanned, records_before_planning, start_run
 from orchestrator.usecases.routing import TargetRouter
 from orchestrator.usecases.summary import RunSummary, summarize, targets_of
 from orchestrator.wire import Exchange
@@ -48,6 +58,8 @@ class TargetPlan:
     target: Target
     conn: Connection
     plan: Plan
+    error: str | None = None  # its planning failed (401, unreachable, 403 project...): resume plans it again
+    exc: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,9 +98,14 @@ class RunPlan:
         return Plan(project_id=first.project_id, endpoint=first.endpoint, selection=first.selection,
                     items=self.items, created_at=first.created_at, listed=sum(p.plan.listed for p in self.parts))
 
+    @property
+    def failed(self) -> dict[str, str]:
+        """label -> why, for the targets whose planning failed."""
+        return {p.target.label: p.error for p in self.parts if p.error is not None}
+
     def nothing_matched(self) -> str | None:
-        """The message for an empty match, or None when something was selected."""
-        if self.items:
+        """The message for an empty match, or None when something was selected (or a target failed)."""
+        if self.items or self.failed:
             return None
         where = "; ".join(f"{p.target.selection.describe()} in project {p.conn.project_id}"
                           + (f" ({p.target.label})" if self.several else "") for p in self.parts)
@@ -101,7 +118,8 @@ class RunPlan:
         return {"format": PLAN_FORMAT, "created_at": self.parts[0].plan.created_at.isoformat(),
                 "targets": [{"label": p.target.label, "endpoint": p.conn.endpoint, "project_id": p.conn.project_id,
                              "selection": p.target.selection.to_dict(), "counts": p.plan.counts(),
-                             "hash": p.plan.hash} for p in self.parts],
+                             "hash": p.plan.hash, **({"error": p.error} if p.error else {})}
+                            for p in self.parts],
                 "items": items, "counts": self.counts(), "hash": self.hash}
 
     def recorded_selection(self) -> dict[str, Any]:
@@ -129,7 +147,8 @@ ClientFactory = Callable[[Connection, Settings, Clock], DrsClient]
 async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Sequence[Connection], clock: Clock, *,
                        several: bool, recorder: Callable[[Exchange], None] | None = None,
                        client_factory: ClientFactory = make_client, deadline: float | None = None) -> RunPlan:
-    """Plan every target concurrently (read-only: list and batch-detail calls only)."""
+    """Plan every target concurrently (read-only: list and batch-detail calls only). With several targets, one
+    that fails (credentials refused, unreachable, 403 project) does not stop the others (see `plan_target`)."""
 
     async def one(target: Target, conn: Connection) -> TargetPlan:
         async with client_factory(conn, settings_for_target(settings, target) if several else settings,
@@ -137,12 +156,37 @@ async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Seq
             client.recorder = recorder
             if deadline is not None:
                 client.deadline = deadline  # --timeout bounds the plan's reads too
-            plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now(),
-                                   unsubscribe_prepaid=settings.unsubscribe_prepaid)
-        return TargetPlan(target, conn, plan)
+            return await plan_target(target, conn, several=several, plan=lambda: make_plan(
+                client, target.selection, endpoint=conn.endpoint, now=clock.now(),
+                unsubscribe_prepaid=settings.unsubscribe_prepaid))
 
     parts = await asyncio.gather(*(one(t, c) for t, c in zip(targets, conns, strict=True)))
-    return RunPlan(tuple(parts), several)
+    return checked(RunPlan(tuple(parts), several))
+
+
+TARGET_FAILURES = (DrsError, AuthError)  # what one target's planning may fail with, alone
+
+
+async def plan_target(target: Target, conn: Connection, *, several: bool,
+                      plan: Callable[[], Awaitable[Plan]]) -> TargetPlan:
+    """One target's plan; with several targets, a failure of its own (its deadline included: a target that
+    keeps failing reads may give up before the others finish) is kept as its `error`: the run goes on without
+    it and stays resumable."""
+    try:
+        return TargetPlan(target, conn, await plan())
+    except TARGET_FAILURES as exc:
+        if not several:
+            raise
+        return TargetPlan(target, conn, Plan(project_id=conn.project_id, endpoint=conn.endpoint,
+                                             selection=target.selection, items=(), created_at=datetime.now(UTC)),
+                          error=f"planning failed: {type(exc).__name__}: {exc}", exc=exc)
+
+
+def checked(run_plan: RunPlan) -> RunPlan:
+    """Every target failed: nothing can go on, the first failure is the command's error."""
+    if run_plan.parts and all(p.exc is not None for p in run_plan.parts):
+        raise run_plan.parts[0].exc  # type: ignore[misc]
+    return run_plan
 
 
 @dataclass
@@ -224,7 +268,7 @@ class Teardown:
             assert self.ctx is not None
             self.run_id = begin_run(self.store, self.ctx, self.tuning, self.clock.now(),
                                     project_id=conns[0].project_id, endpoint=conns[0].endpoint,
-                                    selection=self._selection_before_planning(), consent=self.consent,
+                                    selection=self.selection_before_planning(), consent=self.consent,
                                     options=self._options())
             self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
         self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,
@@ -244,7 +288,7 @@ class Teardown:
             self.check(self.run_plan)
         return self.run_plan
 
-    def _selection_before_planning(self) -> dict[str, Any]:
+    def selection_before_planning(self) -> dict[str, Any]:
         if not self.several:
             return self._targets[0].selection.to_dict()
         return {"targets": [t.to_dict() for t in self._targets]}
@@ -277,6 +321,8 @@ class Teardown:
             rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
                                              if i.action in rails.ACTIONABLE], exclude=self.run_id)
             self._record(consent)
+        if self.run_plan.failed:
+            note_unplanned(self.store, self.run_id, self.ctx, self.clock.now(), self.run_plan.failed)
         self.store.record_exchanges(self.run_id, self.ctx.worker, self.exchanges)
         self.exchanges = []
         return self.run_id
@@ -325,9 +371,11 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
                       settings: Settings, ctx: Context, tuning: Tuning, clock: Clock, run_id: str, *, fresh: bool,
                       wait_for_all: bool = True, progress: Callable[[Snapshot], None] | None = None,
                       stop_event: asyncio.Event | None = None,
-                      client_factory: ClientFactory = make_client, deadline: float | None = None) -> RunSummary:
+                      client_factory: ClientFactory = make_client, deadline: float | None = None,
+                      feed: Feed | None = None, target_of: Mapping[str, str] | None = None) -> RunSummary:
     """Open a client per target and work the run through the engine; `deadline` (monotonic) is the command's
-    --timeout budget, already running since the command started (the engine never extends it)."""
+    --timeout budget, already running since the command started (the engine never extends it); `feed`: planning
+    still under way adds its tasks through it (the pipelined run)."""
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(
             client_factory(c, settings_for_target(settings, t) if targets else settings, clock))
@@ -342,11 +390,16 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
             if "clients" in inspect.signature(Engine).parameters:  # an engine that works targets itself
                 kw["clients"] = by_label
             else:
-                run = store.run(run_id)
-                client = TargetRouter(by_label, targets_of(run.selection if run is not None else {}))
+                if target_of is None:
+                    run = store.run(run_id)
+                    target_of = {**targets_of(run.selection if run is not None else {}),
+                                 **{t.job_id: t.target for t in store.tasks(run_id) if t.target}}
+                client = TargetRouter(by_label, target_of)
         if tuning.unsubscribe_prepaid:
             url = bss_endpoint(settings)
             kw["bss"] = clients[0].bss(url, pacer=process_pacer(clock, settings.rate, key=url))
+        if feed is not None:
+            kw["feed"] = feed
         return await execute(store, client, ctx, tuning, clock, run_id, fresh=fresh,  # type: ignore[arg-type]
                              wait_for_all=wait_for_all, progress=progress, stop_event=stop_event, **kw)
 
@@ -355,13 +408,16 @@ async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning,
                   fresh: bool = False, wait_for_all: bool = True,
                   progress: Callable[[Snapshot], None] | None = None,
                   stop_event: asyncio.Event | None = None,
-                  clients: Mapping[str, DrsClient] | None = None, bss: Any = None) -> RunSummary:
+                  clients: Mapping[str, DrsClient] | None = None, bss: Any = None,
+                  feed: Feed | None = None) -> RunSummary:
     """Work the run until done, interrupted or aborted (the engine records how it ended), then summarise.
 
     Anything unexpected (MemoryError included) marks the run interrupted, so it stays resumable, and is raised."""
     kw: dict[str, Any] = {"clients": dict(clients)} if clients else {}
     if bss is not None:
         kw["bss"] = bss
+    if feed is not None:
+        kw["feed"] = feed
     engine = Engine(store, client, ctx, tuning, clock, run_id, fresh=fresh, progress=progress,
                     stop_event=stop_event or asyncio.Event(), **kw)
     try:
@@ -376,7 +432,7 @@ async def execute(store: Store, client: DrsClient, ctx: Context, tuning: Tuning,
         raise
     summary = summarize(store, run_id)
     run = store.run(run_id)
-    if run is not None and run.status == "finished" and run.exit_code != summary.exit_code:
+    if run is not None and run.status == "finished" and summary.exit_code > (run.exit_code or 0):
         store.set_run(run_id, exit_code=summary.exit_code)  # the not-found rule lives here, above the engine
     summary.extra = {"api_calls": engine.calls, "stats": dict(engine.stats), "client": dict(client.stats)}
     return summary

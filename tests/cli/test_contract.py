@@ -3,6 +3,7 @@ naming the input, nothing sent (the simulator's counters), no secret in the outp
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -219,6 +220,8 @@ def test_a_new_run_overlapping_an_unfinished_one_is_refused(sqlite_db: str, monk
     from orchestrator.usecases import teardown as usecase
 
     async def stop_at_once(self, **kw):  # type: ignore[no-untyped-def]
+        while self.feed is not None and not self.feed.done:  # killed once its plan is recorded, before acting
+            await asyncio.sleep(0.01)
         raise KeyboardInterrupt
 
     with simulator() as (sim, url):

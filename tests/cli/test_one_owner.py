@@ -53,8 +53,10 @@ def test_two_runs_at_once_on_one_file_one_works_the_other_is_refused(tmp_path: P
         codes = sorted(r.returncode for r in results)
         docs = [json.loads(r.stdout) for r in results]
         if codes == [0, 0]:
-            # The second got going only after the first had finished: it found everything gone, sent nothing.
-            assert any(d["counts"] == {"skipped": 8} for d in docs), docs
+            # The second got going only after the first had finished: it found everything gone (skipped as
+            # deleted, or no longer listed at all), sent nothing.
+            assert any(set(d["counts"]) <= {"skipped"} for d in docs), [
+                {k: d.get(k) for k in ("run_id", "counts", "selected", "message")} for d in docs]
         else:
             assert codes in ([0, 1], [0, 2]), [(r.returncode, r.stderr[-300:]) for r in results]
             doc = next(d for d, r in zip(docs, results, strict=True) if r.returncode != 0)

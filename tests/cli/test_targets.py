@@ -160,3 +160,68 @@ all = true
         assert run.exit_code == d["exit_code"] == 3, run.output
         assert all(south.status_of(j) not in ("DELETED", None) for j in ids[1])
         assert dict(north.violations) == {} and dict(south.violations) == {}
+
+
+def test_a_target_failing_while_planning_does_not_stop_the_others_and_resume_plans_it(
+        tmp_path: Path, sqlite_db: str) -> None:
+    """South refuses its list call (403) while planning: north is planned and torn down, south ends unplanned
+    with the reason (exit 3, `target_failed` in the trail, the run resumable); once south answers, `resume`
+    plans it and finishes the run (exit 0)."""
+    with two_regions() as regions:
+        (north, north_url), (south, south_url) = regions
+        ids = [sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED")) for sim, _ in regions]
+        path = write_targets(tmp_path, f'''
+[[target]]
+label = "north"
+endpoint = "{north_url}"
+project_id = "{P1}"
+all = true
+
+[[target]]
+label = "south"
+endpoint = "{south_url}"
+project_id = "{P2}"
+all = true
+''')
+        env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
+        south.set_fault("list", "error_5xx", times=None, status=403)
+        run = cli(["run", "--targets", str(path), "--yes", "--output", "json", *FAST], env)
+        d = json.loads(run.stdout)
+        assert run.exit_code == d["exit_code"] == 3, run.output
+        assert {j["job_id"]: j["outcome"] for j in d["jobs"]} == dict.fromkeys(ids[0], "deleted")
+        south_doc = next(t for t in d["targets"] if t["label"] == "south")
+        assert "planning failed" in south_doc["error"] and south_doc["counts"] == {}
+        assert south.destructive_calls == [] and all(south.status_of(j) == "INCRE_TRANSFER_STARTED" for j in ids[1])
+        st = json.loads(cli(["status", "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db}).stdout)
+        assert st["runs"][0]["status"] == "interrupted"
+        audit = cli(["audit", d["run_id"], "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
+        assert "target_failed" in audit.stdout and "south" in audit.stdout
+
+        south.clear_faults()
+        resumed = cli(["resume", "--output", "json", *FAST], env)
+        r = json.loads(resumed.stdout)
+        assert resumed.exit_code == r["exit_code"] == 0, resumed.output
+        assert r["counts"] == {"deleted": 4}
+        assert all("error" not in t for t in r["targets"])
+        assert all(south.status_of(j) in ("DELETED", None) for j in ids[1])
+        assert dict(north.violations) == {} and dict(south.violations) == {}
+    v = cli(["verify", d["run_id"], "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert v.exit_code == 0 and json.loads(v.stdout)["ok"] is True
+
+
+def test_every_target_failing_while_planning_is_the_commands_error(tmp_path: Path, sqlite_db: str) -> None:
+    with two_regions() as regions:
+        path = write_targets(tmp_path, "".join(f'''
+[[target]]
+label = "{label}"
+endpoint = "{url}"
+project_id = "{project}"
+all = true
+''' for label, (_, url), project in zip(("north", "south"), regions, (P1, P2), strict=True)))
+        for sim, _ in regions:
+            sim.set_fault("list", "error_5xx", times=None, status=403)
+        env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
+        run = cli(["run", "--targets", str(path), "--yes", "--output", "json", *FAST], env)
+        assert all(sim.destructive_calls == [] for sim, _ in regions)
+    d = json.loads(run.stdout)
+    assert run.exit_code == d["exit_code"] != 0 and "403" in d["error"], run.output
