@@ -7,11 +7,12 @@ re-claim and check every third of a lease (`Tuning.lease_check`).
 
 Fair sharing: a worker holds at most its share of the run's unfinished tasks, `fair_share` (the unfinished
 count over the live workers on the run, never below MIN_SHARE). Claims stop at the share; each heartbeat counts
-again, and a worker over its share hands the excess back (`hand_back_choice`) at the loop's next step, never a
-task with a request in flight or an intent whose outcome is not in. A worker that joins therefore gets work
-within one heartbeat of the others. Tasks of targets a worker already holds are claimed first, then those of
-targets nobody holds, and tasks are handed back from the targets it holds the fewest of: each worker tends to
-work whole targets (one region's pacing budget, one token).
+again, and a worker over its share hands back what the workers short of theirs can take (`hand_back_count`) at
+the loop's next step (`take_lost`), never a task with a request in flight (`sending`) nor one in an intent state
+(its outcome is not in). A worker that joins therefore gets work within one heartbeat of the others. Tasks of
+targets a worker already holds are claimed first, then those of targets nobody holds, and tasks are handed back
+from the targets it holds the fewest of: each worker tends to work whole targets (one region's pacing budget,
+one token).
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def claim_preference(mine: Iterable[str | None],
     if all(t is None for t in first | last):
         return set(), set()  # one target (or none named): task order alone
     return first, last
+
+
+def hand_back_count(share: int, held: int, others: Iterable[int], free: int, minimum: int = MIN_SHARE) -> int:
+    """How many tasks a worker holding `held` should hand back: no more than it holds over its share, and no more
+    than the workers short of their share (`others`: what each other live worker holds) can take beyond the
+    `free` tasks they may claim anyway. Only workers short by `minimum` or more count (a joiner always is):
+    moving a handful of tasks between workers that all have about their share helps nobody."""
+    excess = held - share
+    if excess <= 0:
+        return 0
+    hungry = sum(share - n for n in others if share - n >= minimum)
+    return max(0, min(excess, hungry - free))
 
 
 def hand_back_choice(held: Sequence[HeldTask], excess: int, keep: Collection[str] = ()) -> list[str]:
@@ -130,7 +143,8 @@ class Leases:
 
     def _counted(self, view: ShareView) -> None:
         self.share = fair_share(view.unfinished, view.workers)
-        self.excess = max(0, view.held - self.share)
+        self.excess = hand_back_count(self.share, view.held,
+                                      [n for w, n in view.loads.items() if w != view.worker], view.free)
         self.excess_note = (f"fair share {self.share} of {view.unfinished} unfinished task(s) over "
                             f"{view.workers} live worker(s); {view.held} held")
 

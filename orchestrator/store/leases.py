@@ -13,7 +13,7 @@ on the wire, or its outcome is not known yet).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,11 +34,20 @@ AT_REST = tuple(s for s in ACTIVE if s not in INTENTS)
 class ShareView:
     """What a worker needs to know to take its fair share of a run (counted in one transaction)."""
 
+    worker: str  # the asking worker
     unfinished: int  # the run's active tasks
-    workers: int  # live workers on the run, the asking one included
-    held: int  # active tasks the asking worker holds
-    mine: dict[str | None, int] = field(default_factory=dict)  # target -> tasks the asking worker holds
+    loads: Mapping[str, int]  # live worker on the run -> active tasks it holds (the asking worker included)
+    free: int  # active tasks no live worker holds: anyone may claim them
+    mine: Mapping[str | None, int] = field(default_factory=dict)  # target -> tasks the asking worker holds
     others: frozenset[str | None] = frozenset()  # targets another live worker holds tasks of
+
+    @property
+    def workers(self) -> int:
+        return len(self.loads)
+
+    @property
+    def held(self) -> int:
+        return self.loads.get(self.worker, 0)
 
 
 @dataclass(frozen=True)
@@ -97,14 +106,18 @@ class Leases(StoreCore):
                 or_(Worker.run_id == run_id, Worker.run_id.is_(None)))).scalars())
         mine: dict[str | None, int] = {}
         others: set[str | None] = set()
+        loads = dict.fromkeys(live | {worker}, 0)
+        free = 0
         for target, holder, n, unexpired in rows:
             if holder == worker:
                 mine[target] = mine.get(target, 0) + n
+                loads[worker] += n
             elif holder is not None and unexpired:
                 others.add(target)
-                live.add(holder)
-        live.add(worker)
-        return ShareView(unfinished=sum(n for _, _, n, _ in rows), workers=len(live), held=sum(mine.values()),
+                loads[holder] = loads.get(holder, 0) + n
+            else:
+                free += n
+        return ShareView(worker=worker, unfinished=sum(n for _, _, n, _ in rows), loads=loads, free=free,
                          mine=mine, others=frozenset(others))
 
     @retrying
