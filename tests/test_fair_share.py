@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.engine.leases import MIN_SHARE
 from orchestrator.simulator import ApiFaults, JobSpec, load_profile
 from tests.kit import simulator
 from tests.test_workers import Proc, _check_run, _finish, _rows, _scalar, _start, _wait_for
@@ -56,8 +57,10 @@ def test_workers_joining_after_the_first_stops_each_do_a_fair_part(pg_url: str, 
     # Three workers, each with a substantial part of the deletes (a third each when perfectly fair).
     assert len(deleted) == 3, (deleted, logs)
     assert min(deleted.values()) >= 0.15 * TASKS, (deleted, figures)
-    # The joiners' work came to them by hand-back: the run's process gave up what was over its share.
-    assert figures["handed_back"] >= 0.3 * TASKS, figures
+    # Some of the joiners' work came to them by hand-back: the run's process gave up what was over its share
+    # (the rest they claimed: tasks the run's process had not claimed yet when they arrived).
+    assert figures["handed_back"] >= MIN_SHARE, figures
+    print(f"deleted by worker: {sorted(deleted.values(), reverse=True)}, handed back: {figures['handed_back']}")
 
 
 def test_a_joiner_killed_midway_has_its_share_taken_over(pg_url: str, tmp_path: Path) -> None:
