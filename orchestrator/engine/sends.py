@@ -75,13 +75,14 @@ class Sender:
             requests.append((t, StopRequest(t.job_id, force=plan.force, breakpoint=e.tuning.breakpoint)))
         if not intents:
             return
-        e.commit(intents)  # intent before action
-        faultpoints.hit("after_intent", "stop")
-        batches = _batches(requests, [t.solo for t, _ in requests], e.tuning.batch_size)
-        results = await asyncio.gather(*(e.leases.send(e.client.stop([r for _, r in b])) for b in batches),
-                                       return_exceptions=True)
-        faultpoints.hit("after_response", "stop")
-        self._answers("stop", batches, results)
+        with e.leases.sending(t.job_id for t, _ in requests):  # in flight: never handed back meanwhile
+            e.commit(intents)  # intent before action
+            faultpoints.hit("after_intent", "stop")
+            batches = _batches(requests, [t.solo for t, _ in requests], e.tuning.batch_size)
+            results = await asyncio.gather(*(e.leases.send(e.client.stop([r for _, r in b])) for b in batches),
+                                           return_exceptions=True)
+            faultpoints.hit("after_response", "stop")
+            self._answers("stop", batches, results)
 
     async def delete(self, tasks: list[Tracked]) -> None:
         e = self.engine
@@ -100,17 +101,19 @@ class Sender:
             permitted.append((t, permit))
         if not intents:
             return
-        e.commit(intents)  # intent before action
-        faultpoints.hit("after_intent", "delete")
-        batches = _batches(permitted, [t.solo for t, _ in permitted], e.tuning.batch_size)
-        results = await asyncio.gather(
-            *(e.leases.send(e.client.delete([p for _, p in b])) for b in batches), return_exceptions=True)
-        faultpoints.hit("after_response", "delete")
-        self._answers("delete", batches, results)
+        with e.leases.sending(t.job_id for t, _ in permitted):
+            e.commit(intents)  # intent before action
+            faultpoints.hit("after_intent", "delete")
+            batches = _batches(permitted, [t.solo for t, _ in permitted], e.tuning.batch_size)
+            results = await asyncio.gather(
+                *(e.leases.send(e.client.delete([p for _, p in b])) for b in batches), return_exceptions=True)
+            faultpoints.hit("after_response", "delete")
+            self._answers("delete", batches, results)
 
     async def unsubscribe(self, tasks: list[Tracked]) -> None:
         """Yearly/monthly tasks under --unsubscribe-prepaid: the BSS flow (engine/unsubscribe.py)."""
-        await unsubscribe(self.engine, self.bss, tasks)
+        with self.engine.leases.sending(t.job_id for t in tasks):
+            await unsubscribe(self.engine, self.bss, tasks)
 
     def _answers(self, kind: str, batches: list[list[tuple[Tracked, DeletePermit | StopRequest]]],
                  results: list[Any]) -> None:

@@ -206,7 +206,11 @@ class ApiCall(Base):
 
 
 class Worker(Base):
-    """A process working on runs; its heartbeat keeps its task leases alive."""
+    """A process working on runs; its heartbeat keeps its task leases alive.
+
+    `run_id` is the run it serves now (None: between runs, looking for work); the heartbeat, on the database's
+    clock on PostgreSQL, says it is alive. Together they tell how many workers share a run (engine/leases.py).
+    """
 
     __tablename__ = "workers"
 
@@ -216,6 +220,7 @@ class Worker(Base):
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    run_id: Mapped[str | None] = mapped_column(String(32))
 
     def __repr__(self) -> str:
         return f"Worker(id={self.id!r})"

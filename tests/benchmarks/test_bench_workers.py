@@ -71,7 +71,7 @@ def _measure(db_url: str, url: str, jobs_file: Path, tmp_path: Path, workers: in
             time.sleep(0.02)
         joined_at = time.perf_counter() - started
         for i in range(1, workers):
-            procs[f"worker{i}"] = spawn(f"worker{i}", ["worker", *ARGS])
+            procs[f"worker{i}"] = spawn(f"worker{i}", ["worker", "--wait-for-runs", "60", *ARGS])
     rss, codes, ended = {}, {}, {}
     for name, proc in procs.items():
         _, status, usage = os.wait4(proc.pid, 0)

@@ -15,7 +15,7 @@ import pytest
 from alembic import command
 
 from orchestrator.errors import StoreError
-from orchestrator.store.db import alembic_config, make_engine
+from orchestrator.store.db import HEAD_REVISION, alembic_config, make_engine
 from orchestrator.store.repo import Event, Store
 from tests.store.kit import CTX, NOW, REPO, record_run
 
@@ -93,7 +93,7 @@ def test_an_older_schema_is_named_with_the_way_forward(tmp_path: Path) -> None:
     before = _snapshot(tmp_path)
     with pytest.raises(StoreError) as caught:
         Store(f"sqlite:///{db}", read_only=True)
-    assert "at revision 0001, this tool needs 0002" in str(caught.value)
+    assert f"at revision 0001, this tool needs {HEAD_REVISION}" in str(caught.value)
     assert "drs-teardown db upgrade` on a writable copy" in str(caught.value)
     assert caught.value.exit_code == 4
     assert _snapshot(tmp_path) == before
