@@ -43,6 +43,10 @@ TRIGGER_MEANINGS: dict[str, str] = {
     "delete": "intent: a delete is about to be sent; one record per attempt, re-sent ones included",
     "deleted": "confirmed: the service accepted the delete or reads the task back as deleted",
     "outcome_unknown": "the answer to a stop or delete was lost; the status is read before anything is re-sent",
+    "takeover": "a worker took the task over after the lease of its previous holder ran out",
+    "handed_back": "a worker over its fair share gave the task back (no request of its outstanding); the next "
+                   "holder reads it first",
+    "target_failed": "a target of --targets could not be planned; resume plans it again",
 }
 
 

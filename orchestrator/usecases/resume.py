@@ -33,6 +33,7 @@ from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import (
     ClientFactory,
     execute_run,
+    leave_run,
     plan_targets,
     recorded_targets,
     single_target,
@@ -90,6 +91,7 @@ class Resumption:
         finally:
             if self.claim is not None:
                 self.claim.release()
+            leave_run(self.store, self.ctx, self.clock)
 
     async def _plan_the_rest(self) -> None:
         """The run was killed while planning, or some of its targets failed to plan: plan them (the recorded

@@ -261,6 +261,8 @@ class Teardown:
         if self.claim is not None:
             self.claim.release()
             self.claim = None
+        if self.store is not None and self.ctx is not None:
+            leave_run(self.store, self.ctx, self.clock)
 
     async def _plan(self, stop_event: asyncio.Event | None, *, record: bool, check: bool) -> RunPlan:
         conns = self.connect()
@@ -360,6 +362,14 @@ class Teardown:
                                      deadline=self.deadline)
         finally:
             self.release()
+
+
+def leave_run(store: Store, ctx: Context, clock: Clock) -> None:
+    """A shared run: this process works it no more, so the other workers' fair shares grow at once (rather than
+    when its heartbeat goes stale)."""
+    if store.shared:
+        with contextlib.suppress(Exception):
+            store.worker_finished(ctx.worker, clock.now())
 
 
 def bss_endpoint(settings: Settings) -> str:

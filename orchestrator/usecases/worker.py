@@ -19,7 +19,7 @@ from typing import Any
 from orchestrator.clock import RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning
-from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, StoreError
 from orchestrator.store.models import Run
 from orchestrator.store.repo import Event, Store
 from orchestrator.usecases.connection import connect, connect_targets, settings_for_run, tuning_for_run
@@ -79,6 +79,12 @@ class WorkerLoop:
         self.summaries: dict[str, RunSummary] = {}
         self._skipped: set[str] = set()
 
+    def _waiting(self, run_id: str | None) -> None:
+        waiting = getattr(self.store, "worker_waiting", None)
+        if waiting is not None:
+            with contextlib.suppress(StoreError):
+                waiting(self.worker, run_id, self.clock.now())
+
     async def run(self, stop: asyncio.Event) -> int:
         while not stop.is_set():
             runs = [(r, settings_for_run(self.settings, r)) for r in self._candidates()]
@@ -89,6 +95,7 @@ class WorkerLoop:
             if not left:
                 if self.summaries or self.clock.monotonic() >= self.wait_until:
                     break
+                self._waiting(None)  # alive between runs: counts in the shares of the runs to come
                 with contextlib.suppress(TimeoutError):  # nothing yet: a run may be about to be recorded
                     await asyncio.wait_for(stop.wait(), timeout=min(0.5, self.settings.poll_interval))
                 continue
@@ -97,6 +104,7 @@ class WorkerLoop:
             if not ready:
                 # Every task left is held by another live worker: wait for it to finish them, or for its lease
                 # to run out (it died), and take over then.
+                self._waiting(left[0][0].id)  # counts in that run's shares: its workers hand back to us
                 tunings = [self._tuning(r, s) for r, s in left]
                 wait = min(min(t.lease_check, t.poll_interval) for t in tunings)
                 with contextlib.suppress(TimeoutError):
