@@ -225,3 +225,48 @@ all = true
         assert all(sim.destructive_calls == [] for sim, _ in regions)
     d = json.loads(run.stdout)
     assert run.exit_code == d["exit_code"] != 0 and "403" in d["error"], run.output
+
+
+def test_the_two_phase_path_records_a_target_that_failed_while_planning(tmp_path: Path, sqlite_db: str) -> None:
+    """A runbook's plan() -> record() -> execute(): the failed target is in the plan's JSON, the trail and the
+    summary (exit 3), and the run stays resumable."""
+    import asyncio
+
+    from orchestrator.config import Settings
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Teardown
+
+    with two_regions() as regions:
+        (north, north_url), (south, south_url) = regions
+        north.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED"))
+        path = write_targets(tmp_path, f'''
+[[target]]
+label = "north"
+endpoint = "{north_url}"
+project_id = "{P1}"
+all = true
+
+[[target]]
+label = "south"
+endpoint = "{south_url}"
+project_id = "{P2}"
+all = true
+''')
+        south.set_fault("list", "error_5xx", times=None, status=403)
+        store = Store(sqlite_db)
+        td = Teardown(Settings(poll_interval=0.05, db=sqlite_db), {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK},
+                      targets=parse_targets_file(str(path)), store=store)
+
+        async def go():  # type: ignore[no-untyped-def]
+            run_plan = await td.plan()
+            assert run_plan.failed.keys() == {"south"} and run_plan.nothing_matched() is None
+            assert next(t for t in run_plan.to_json()["targets"] if t["label"] == "south")["error"]
+            td.record("runbook")
+            return await td.execute()
+
+        summary = asyncio.run(go())
+    assert summary.exit_code == 3 and summary.counts == {"deleted": 2}
+    assert next(t for t in summary.targets if t["label"] == "south")["error"].startswith("planning failed")
+    run = store.run(summary.run_id)
+    assert run is not None and run.status == "interrupted"
+    assert "target_failed" in [r.trigger for r in store.records(summary.run_id)]
