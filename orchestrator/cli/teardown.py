@@ -112,7 +112,10 @@ def _show_plan(app: App, run_plan: RunPlan, *, to_stderr: bool = False) -> None:
         console.print(plan_table(part.plan))
         if run_plan.several:
             console.print(f"target {part.target.label}: ", counts_line(part.plan.counts()))
-    console.print(counts_line(run_plan.counts()))
+            if part.error:
+                console.print(f"target {part.target.label}: {part.error}")
+    if run_plan.several:  # (one target: the table's caption has the counts already)
+        console.print("all targets: ", counts_line(run_plan.counts()))
 
 
 def _teardown(app: App, kw: dict[str, Any], *, targets_file: str | None, max_targets: int | None,
