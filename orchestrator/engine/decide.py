@@ -284,7 +284,12 @@ class StopPlan:
 
 def forces(t: Tracked, tuning: Tuning) -> bool:
     """Whether the next stop is a force_terminate: asked for, or after failed releases (unless --no-force)."""
-    return tuning.force or (t.model.last_status == RELEASE_FAILED and t.stop_attempts >= tuning.terminate_attempts
+    return forces_after(t.model.last_status, t.stop_attempts, tuning)
+
+
+def forces_after(last_status: str | None, stop_attempts: int, tuning: Tuning) -> bool:
+    """`forces` from the two facts of the task it reads."""
+    return tuning.force or (last_status == RELEASE_FAILED and stop_attempts >= tuning.terminate_attempts
                             and not tuning.no_force)
 
 

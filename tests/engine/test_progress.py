@@ -74,6 +74,8 @@ def test_snapshot_matches_a_plain_recount(tracked: list[Tracked], counts: dict[s
     expected = reference(book, tracked, counts)
     assert snap.counts == expected["counts"] and list(snap.counts) == list(expected["counts"])  # type: ignore[arg-type]
     assert snap.groups == expected["groups"]
+    assert [(g.state, list(g.next_actions.items()), list(g.remote.items())) for g in snap.groups] == [
+        (g.state, list(g.next_actions.items()), list(g.remote.items())) for g in expected["groups"]]  # type: ignore[attr-defined]
     assert snap.targets == expected["targets"]
     assert snap.total == sum(expected["counts"].values())  # type: ignore[attr-defined]
     assert (snap.calls, snap.retries, snap.errors) == (7, 1, 2)
