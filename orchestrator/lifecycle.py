@@ -9,7 +9,7 @@ yields is the only thing the client accepts for a delete.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +139,49 @@ def _machine_table() -> list[dict[str, Any]]:
     return [{k: v for k, v in t.items() if k != "doc"} for t in TRANSITIONS]
 
 
+# One way a trigger may leave a state: the destination and the conditions (predicate, expected result) that must
+# all hold, in the machine's order.
+Option = tuple[TaskState, tuple[tuple[Callable[[Any], Any], bool], ...]]
+
+
+def fire_table(machine: Machine) -> dict[str, dict[TaskState, tuple[Option, ...]]]:
+    """The machine's events as plain data: trigger -> source state -> its transitions in order.
+
+    Read off the built Machine (its events, transitions and conditions), so it is the machine, not a second copy
+    of TRANSITIONS; tests/test_lifecycle.py holds the two equal for every (state, trigger, model)."""
+    table: dict[str, dict[TaskState, tuple[Option, ...]]] = {}
+    for trigger, event in machine.events.items():
+        by_source: dict[TaskState, tuple[Option, ...]] = {}
+        for source, transitions in event.transitions.items():
+            options = []
+            for tr in transitions:
+                # Only what this module's table uses: no callbacks, no internal (dest None) transitions.
+                assert tr.dest is not None and not (tr.prepare or tr.before or tr.after), tr
+                assert all(callable(c.func) for c in tr.conditions), tr
+                options.append((TaskState[tr.dest], tuple((c.func, c.target) for c in tr.conditions)))
+            by_source[TaskState[source]] = tuple(options)
+        table[trigger] = by_source
+    assert not (machine.prepare_event or machine.finalize_event or machine.before_state_change
+                or machine.after_state_change or machine.on_exception or machine.on_final)
+    assert not any(st.on_enter or st.on_exit for st in machine.states.values())
+    return table
+
+
+class _Event:
+    """What a condition reads of transitions' EventData (send_event=True): the model."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: TaskModel) -> None:
+        self.model = model
+
+
 class Lifecycle:
-    """Fires triggers on task models through one shared Machine; no I/O, no callbacks with side effects."""
+    """Fires triggers on task models; no I/O, no callbacks with side effects.
+
+    The `transitions` Machine is the source of the lifecycle; `fire` and `may` apply its table directly
+    (fire_table: the same transitions, conditions and errors) because they run for every task on the engine's
+    hot path; `fire_machine` goes through the Machine itself (the tests compare the two)."""
 
     def __init__(self) -> None:
         self.machine = Machine(
@@ -152,9 +193,31 @@ class Lifecycle:
             send_event=True,
             ignore_invalid_triggers=False,
         )
+        self.table = fire_table(self.machine)
 
     def fire(self, task: TaskModel, trigger: str) -> Step:
         """Fire `trigger` on `task`; raises InvalidTransition or GuardRefused, and changes nothing then."""
+        source = task.state
+        by_source = self.table.get(trigger)
+        if by_source is None:
+            raise InvalidTransition(f"unknown trigger {trigger!r}")
+        options = by_source.get(source)
+        if options is None:
+            raise InvalidTransition(f"{task.job_id}: {trigger} is not allowed from {source.value}")
+        event = _Event(task)
+        for dest, conditions in options:
+            for check, target in conditions:
+                if check(event) != target:
+                    break
+            else:
+                task.state = dest
+                return Step(task.job_id, trigger, source, dest, task.last_status)
+        raise GuardRefused(
+            f"{task.job_id}: {trigger} refused from {source.value} with remote status {task.last_status}"
+        )
+
+    def fire_machine(self, task: TaskModel, trigger: str) -> Step:
+        """`fire` through the transitions Machine (the reference the fast table is tested against)."""
         source = task.state
         if trigger not in self.machine.events:
             raise InvalidTransition(f"unknown trigger {trigger!r}")
@@ -170,6 +233,14 @@ class Lifecycle:
 
     def may(self, task: TaskModel, trigger: str) -> bool:
         """Would `trigger` fire now? (conditions are pure, so asking is safe)"""
+        options = self.table.get(trigger, {}).get(task.state)
+        if not options:
+            return False
+        event = _Event(task)
+        return any(all(check(event) == target for check, target in conditions) for _, conditions in options)
+
+    def may_machine(self, task: TaskModel, trigger: str) -> bool:
+        """`may` through the transitions Machine (the reference for the tests)."""
         event = self.machine.events.get(trigger)
         if event is None:
             return False

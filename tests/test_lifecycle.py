@@ -126,3 +126,37 @@ def test_may_agrees_with_fire(statuses: list[str | None]) -> None:
             except (GuardRefused, InvalidTransition):
                 fired = False
             assert fired == expected, (trigger, task.state, status)
+
+
+def _outcome(fire, task: TaskModel, trigger: str) -> tuple[object, ...]:
+    try:
+        step = fire(task, trigger)
+    except (GuardRefused, InvalidTransition) as exc:
+        return (type(exc), str(exc), task.state)
+    return ("fired", step, task.state)
+
+
+@pytest.mark.parametrize("state", list(TaskState))
+def test_fast_table_agrees_with_the_machine(state: TaskState) -> None:
+    """fire/may apply a table read off the Machine: for every (state, trigger, remote status, order) they give what
+    the transitions Machine gives (the same step, the same error and message, the same state after)."""
+    triggers = [*TRIGGERS, "to_deleted", "bogus"]
+    for trigger in triggers:
+        for status in [*ALL_STATUSES, "SOMETHING_NEW", None]:
+            for order in (None, "", "order-1"):
+                fast, slow = TaskModel("j", state, status, order), TaskModel("j", state, status, order)
+                assert LC.may(fast, trigger) == LC.may_machine(slow, trigger), (state, trigger, status, order)
+                assert _outcome(LC.fire, fast, trigger) == _outcome(LC.fire_machine, slow, trigger), \
+                    (state, trigger, status, order)
+                assert fast == slow
+
+
+def test_fast_table_covers_every_machine_transition() -> None:
+    machine_rows = {(trigger, src, tr.dest, tuple(c.func for c in tr.conditions))
+                    for trigger, event in LC.machine.events.items()
+                    for src, transitions in event.transitions.items() for tr in transitions}
+    table_rows = {(trigger, src.name, dest.name, tuple(f for f, _ in conditions))
+                  for trigger, by_source in LC.table.items()
+                  for src, options in by_source.items() for dest, conditions in options}
+    assert table_rows == machine_rows
+    assert len(machine_rows) == sum(len(t["source"]) if isinstance(t["source"], list) else 1 for t in TRANSITIONS)

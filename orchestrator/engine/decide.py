@@ -282,10 +282,20 @@ class StopPlan:
         return "force_terminate" if self.force else "terminate"
 
 
+def forces(t: Tracked, tuning: Tuning) -> bool:
+    """Whether the next stop is a force_terminate: asked for, or after failed releases (unless --no-force)."""
+    return forces_after(t.model.last_status, t.stop_attempts, tuning)
+
+
+def forces_after(last_status: str | None, stop_attempts: int, tuning: Tuning) -> bool:
+    """`forces` from the two facts of the task it reads."""
+    return tuning.force or (last_status == RELEASE_FAILED and stop_attempts >= tuning.terminate_attempts
+                            and not tuning.no_force)
+
+
 def stop_plan(t: Tracked, tuning: Tuning) -> StopPlan:
     """Which stop to send and how to record it: terminate first, force_terminate after failed releases."""
-    force = tuning.force or (t.last_status == RELEASE_FAILED and t.stop_attempts >= tuning.terminate_attempts
-                             and not tuning.no_force)
+    force = forces(t, tuning)
     kind = "force_terminate" if force else "terminate"
     if t.state is TaskState.STOPPING:
         return StopPlan(force, "resend", f"reconcile: outcome unknown, {kind} sent once more")

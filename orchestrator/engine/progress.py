@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from time import process_time
 
 from orchestrator.clock import Clock
-from orchestrator.engine.decide import Tracked, stop_plan
+from orchestrator.engine.decide import Tracked, forces_after
 from orchestrator.engine.tuning import Tuning
 from orchestrator.lifecycle import ACTIVE, TERMINAL, TaskState
 from orchestrator.progress import Snapshot, WaitGroup
 
 RELEASE_SAMPLES = 500
+# A snapshot counts every task: with many tasks, report less often so that counting stays a small share of the
+# run (at most about 1/COUNTING_SHARE of the CPU), never less often than every MAX_EVERY seconds.
+COUNTING_SHARE = 20
+MAX_EVERY = 2.0
+_DELETE_STATES = (TaskState.DELETABLE, TaskState.DELETING)
 
 
 def next_action(t: Tracked, tuning: Tuning) -> str:
     """What the engine does next for an active task, in the operator's words."""
-    if t.observe:
+    return _next_action(t.model.state, t.observe, t.model.last_status, t.stop_attempts, tuning)
+
+
+def _next_action(state: TaskState, observe: bool, last_status: str | None, stop_attempts: int,
+                 tuning: Tuning) -> str:
+    if observe:
         return "read"
-    if t.state in (TaskState.DELETABLE, TaskState.DELETING):
+    if state is TaskState.DELETABLE or state is TaskState.DELETING:
         return "delete"
-    if t.state is TaskState.UNSUBSCRIBING:
+    if state is TaskState.UNSUBSCRIBING:
         return "unsubscribe"
-    return stop_plan(t, tuning).kind
+    # stop_plan(t, tuning).kind, without building the stop's reason
+    return "force_terminate" if forces_after(last_status, stop_attempts, tuning) else "terminate"
 
 
 class ProgressBook:
-    """Counts, release times and client figures; reports a Snapshot at most once per `every` seconds."""
+    """Counts, release times and client figures; reports a Snapshot at most once per `every` seconds (longer
+    apart when counting takes long: see COUNTING_SHARE); a forced report always goes out."""
 
     def __init__(self, clock: Clock, tuning: Tuning, report: Callable[[Snapshot], None] | None, *,
                  every: float = 0.25) -> None:
@@ -38,6 +51,7 @@ class ProgressBook:
         self.released = 0
         self.release_seconds: deque[float] = deque(maxlen=RELEASE_SAMPLES)
         self._reported_at = -1e18
+        self._gap = every  # seconds until the next unforced report
         self.planning = False
 
     def stopped_to_released(self, stopped_at: datetime | None, now: datetime) -> None:
@@ -51,30 +65,48 @@ class ProgressBook:
         if self.report is None:
             return
         mono = self.clock.monotonic()
-        if not force and mono - self._reported_at < self.every:
+        if not force and mono - self._reported_at < self._gap:
             return
         self._reported_at = mono
-        local: Counter[str] = Counter()
-        groups: dict[str, tuple[Counter[str], Counter[str]]] = defaultdict(lambda: (Counter(), Counter()))
-        targets: dict[str, Counter[str]] = defaultdict(Counter)
-        for t in tracked:
-            local[t.state.value] += 1
-            if t.target:
-                targets[t.target][t.state.value] += 1
-            if t.state not in TERMINAL:
-                actions, remote = groups[t.state.value]
-                actions[next_action(t, self.tuning)] += 1
-                if t.last_status:
-                    remote[t.last_status] += 1
-        all_counts = Counter(counts) if counts is not None else local + self.settled_elsewhere
+        spent = process_time()
+        snapshot = self._snapshot(tracked, calls, client_stats, counts)
+        spent = process_time() - spent
+        self._gap = min(max(self.every, COUNTING_SHARE * spent), max(self.every, MAX_EVERY))
+        self.report(snapshot)
+
+    def _snapshot(self, tracked: Iterable[Tracked], calls: int, client_stats: Mapping[str, int],
+                  counts: Mapping[str, int] | None) -> Snapshot:
+        # What a snapshot shows of a task is these five facts: count the distinct combinations at C speed (a
+        # run's tasks share a few dozen), then tally each combination once.
+        facts = Counter([(t.model.state, t.target, t.observe, t.model.last_status, t.stop_attempts)
+                         for t in tracked])
+        local: Counter[TaskState] = Counter()
+        actions: dict[TaskState, Counter[str]] = {}
+        remote: dict[TaskState, Counter[str]] = {}
+        targets: dict[str, Counter[TaskState]] = {}
+        tuning = self.tuning
+        for (state, target, observe, status, attempts), n in facts.items():
+            local[state] += n
+            if target:
+                targets.setdefault(target, Counter())[state] += n
+            if state not in TERMINAL:
+                if state not in actions:
+                    actions[state], remote[state] = Counter(), Counter()
+                actions[state][_next_action(state, observe, status, attempts, tuning)] += n
+                if status:
+                    remote[state][status] += n
+        if counts is not None:
+            all_counts = Counter(counts)
+        else:
+            all_counts = Counter({state.value: n for state, n in local.items()}) + self.settled_elsewhere
         self.total = max(self.total, sum(all_counts.values()))
-        order = [s.value for s in ACTIVE]
-        self.report(Snapshot(
+        return Snapshot(
             now=self.clock.now(), started=self.started, total=self.total, counts=dict(all_counts),
-            groups=tuple(WaitGroup(state, sum(groups[state][0].values()), dict(groups[state][0]),
-                                   dict(groups[state][1])) for state in order if state in groups),
+            groups=tuple(WaitGroup(state.value, sum(actions[state].values()), dict(actions[state]),
+                                   dict(remote[state])) for state in ACTIVE if state in actions),
             calls=calls, retries=client_stats.get("retries", 0), throttled=client_stats.get("throttled", 0),
             errors=client_stats.get("server_error", 0) + client_stats.get("transport", 0)
             + client_stats.get("malformed", 0),
             released=self.released, release_seconds=tuple(self.release_seconds),
-            targets={k: dict(v) for k, v in targets.items()}, planning=self.planning))
+            targets={k: {state.value: n for state, n in v.items()} for k, v in targets.items()},
+            planning=self.planning)

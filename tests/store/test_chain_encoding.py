@@ -56,3 +56,19 @@ def test_the_per_commit_encoder_is_the_same_encoding(record: dict[str, Any], sha
     # And again with other values for the fields that vary (one template, many records).
     other = {**record, "detail": "100% done %s %(x)s", "values": None, "seq": 1}
     assert encode(other) == reference(other)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records, min_size=2, max_size=8), st.sets(st.sampled_from(SHARED)))
+def test_one_encoder_over_many_records_keeps_each_value_its_own(batch: list[dict[str, Any]],
+                                                                 shared: set[str]) -> None:
+    """One per-commit encoder over many records: records that share values, and values that are equal across
+    types (1, 1.0, True), each encode as the definition says (nothing carried over from one record to the next)."""
+    encode = audit.encoder({k: batch[0].get(k) for k in shared})
+    batch = [*batch, *({**r, **{k: batch[0].get(k) for k in shared}} for r in batch)]
+    for record in batch:
+        if all(record.get(k) == batch[0].get(k) for k in shared):
+            assert encode(record) == reference(record)
+    for odd in (1, True, 1.0, "1", None, 1, "true"):
+        record = {**batch[0], "detail": odd, "trigger": odd}
+        assert encode(record) == reference(record), odd
