@@ -3,6 +3,7 @@ stderr. Nothing outside this package imports it."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import click
@@ -70,6 +71,9 @@ for _command in (demo, plan, run, resume, worker, status, audit, verify, report,
 def entry(argv: list[str] | None = None) -> None:
     """Console-script entry: Python warnings go to the log (shown at -vv), never straight to the user."""
     logging.captureWarnings(True)
+    # A run allocates many small objects that live for its whole length (tasks, records): the default young-
+    # generation threshold (700) had the collector scan them over and over (~13% of a 10,000-task run's CPU).
+    gc.set_threshold(20_000, 10, 10)
     main.main(args=argv, prog_name="drs-teardown")
 
 

@@ -46,11 +46,10 @@ async def _read(e: EngineLike, ids: list[str], state: dict[str, TaskState]) -> l
 
 async def final_check(e: EngineLike) -> list[dict[str, Any]]:
     """Read every task that should be gone; record and return those still present."""
-    tasks = [t for t in e.store.tasks(e.run_id) if t.state in SHOULD_BE_GONE]
-    if not tasks:
+    state = {j: st for j, (st, _) in e.store.job_states(e.run_id).items() if st in SHOULD_BE_GONE}
+    if not state:
         return []
-    ids = [t.job_id for t in tasks]
-    state = {t.job_id: t.state for t in tasks}
+    ids = list(state)
     left: list[dict[str, Any]] = []
     unsure = ids
     # A task shown present is read again (a stale or partial answer is no proof) before it counts as left behind.

@@ -150,7 +150,7 @@ def record_end(e: EngineLike, *, interrupted: bool) -> None:
             f"not planned: {'; '.join(f'{k}: {v}' for k, v in unplanned.items())}; resumable with "
             "`drs-teardown resume`"))], now)
     elif active == 0 and planned:
-        counts = Counter(outcome_of(t.state) for t in store.tasks(run_id))
+        counts = Counter(outcome_of(st) for st, _ in store.job_states(run_id).values())
         code = max(exit_code_for(counts), EXIT_INCOMPLETE if e.left_behind else 0)
         ordered = {k: counts[k] for k in OUTCOMES if counts[k]}
         # With several workers the first to see the run done records it, once (under the run row's lock).

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.errors import StoreError
-from orchestrator.lifecycle import ACTIVE
+from orchestrator.lifecycle import ACTIVE, TaskState
 from orchestrator.store import audit
 from orchestrator.store.core import UNFINISHED, StoreCore, retrying
 from orchestrator.store.models import ApiCall, AuditRecord, Run, Task
@@ -83,6 +83,13 @@ class Reads(StoreCore):
         with self.session() as s:
             return int(s.execute(select(func.count()).select_from(Task)
                                  .where(Task.run_id == run_id, Task.state.in_(ACTIVE))).scalar_one())
+
+    @retrying
+    def job_states(self, run_id: str) -> dict[str, tuple[TaskState, str | None]]:
+        """job id -> (local state, target) of every task of the run: two columns, no ORM object per row."""
+        with self.session() as s:
+            rows = s.execute(select(Task.job_id, Task.state, Task.target).where(Task.run_id == run_id))
+            return {job_id: (state, target) for job_id, state, target in rows}
 
     @retrying
     def records(self, run_id: str) -> list[AuditRecord]:

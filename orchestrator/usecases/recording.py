@@ -124,7 +124,7 @@ def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime,
              targets: Mapping[str, str] | None = None, plan_hash: str | None = None) -> None:
     """Add the tasks a plan found to a run recorded before planning (only those not recorded yet). `plan_hash`:
     the run's recorded hash, kept when this plan only completes it (targets planned again on resume)."""
-    known = {t.job_id for t in store.tasks(run_id)}
+    known = set(store.job_states(run_id))
     items = [i for i in plan.items if i.job_id not in known]
     tasks, events = task_rows(run_id, items, now, targets)
     store.add_tasks(run_id, tasks, ctx, [start_event(plan, consent), *events], now)  # type: ignore[attr-defined]

@@ -403,7 +403,7 @@ async def execute_run(store: Store, conns: Sequence[Connection], targets: Sequen
                 if target_of is None:
                     run = store.run(run_id)
                     target_of = {**targets_of(run.selection if run is not None else {}),
-                                 **{t.job_id: t.target for t in store.tasks(run_id) if t.target}}
+                                 **{j: tg for j, (_, tg) in store.job_states(run_id).items() if tg}}
                 client = TargetRouter(by_label, target_of)
         if tuning.unsubscribe_prepaid:
             url = bss_endpoint(settings)
