@@ -243,7 +243,18 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
 
 Selected = Callable[[Sequence[str], Mapping[str, Sequence[str]]], Awaitable[None]]
 Decided = Callable[[list[PlanItem]], Awaitable[None]]
-STREAM_CHUNK = 100  # ids per streamed batch of details (ten batch-detail calls)
+STREAM_CHUNK = 100  # ids in the first streamed batch of details (ten batch-detail calls) ...
+STREAM_CHUNK_MAX = 1000  # ... each next batch twice the last, up to this: the first stops go out early, and a
+# large plan is recorded in a few batches (each costs a transaction, an overlap check and the creation lock)
+
+
+def stream_batches(ids: Sequence[str]) -> list[Sequence[str]]:
+    """The streamed batches of `ids`: 100, 200, 400, 800, then 1,000 at a time."""
+    out, i, size = [], 0, STREAM_CHUNK
+    while i < len(ids):
+        out.append(ids[i : i + size])
+        i, size = i + size, min(size * 2, STREAM_CHUNK_MAX)
+    return out
 
 
 async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, now: datetime,
@@ -328,8 +339,7 @@ async def _stream(client: DrsClient, ids: Sequence[str], children: Mapping[str, 
     details: dict[str, JobDetail] = {}
     known = {p: list(kids) for p, kids in children.items()}
     parent_of = {c: p for p, kids in known.items() for c in kids}
-    reads = {asyncio.ensure_future(read_details(client, ids[i : i + STREAM_CHUNK]))
-             for i in range(0, len(ids), STREAM_CHUNK)}
+    reads = {asyncio.ensure_future(read_details(client, batch)) for batch in stream_batches(ids)}
     waiting: set[asyncio.Future[Any]] = set(reads)
     children_known = listing is None
     if listing is not None:

@@ -168,7 +168,10 @@ class HttpCore:
         self._http = make_http(
             base_url, setting=setting, auth=auth, transport=transport, timeout=timeout, verify=verify,
             headers={"Content-Type": "application/json", "X-Language": self.language, "User-Agent": USER_AGENT},
-            event_hooks={"request": [_log_request]})
+            event_hooks={"request": [_log_request]},
+            # No more connections than requests in flight: httpcore's pool looks at every connection it holds
+            # (idle ones with a readability syscall) each time it places a request.
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency))
         self.base_url = str(self._http.base_url).rstrip("/")
 
     async def aclose(self) -> None:

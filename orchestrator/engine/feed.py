@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orchestrator.store.models import Task
-
 UNPLANNED = "unplanned_targets"  # in Run.options: target label -> why its planning failed (resume retries it)
 
 
@@ -23,12 +21,12 @@ class Feed:
     (interrupted, resumable), whatever the engine already did."""
 
     def __init__(self) -> None:
-        self._rows: list[Task] = []
+        self._rows: list[Any] = []  # Task rows, or objects with the same attributes
         self.arrived = asyncio.Event()  # set when rows are waiting or planning finished
         self.done = False
         self.failure: BaseException | None = None
 
-    def push(self, rows: Iterable[Task]) -> None:
+    def push(self, rows: Iterable[Any]) -> None:
         """Rows committed to the store (their tasks and `plan` records): the engine may act on them now."""
         self._rows.extend(rows)
         self.arrived.set()
@@ -38,7 +36,7 @@ class Feed:
         self.done, self.failure = True, failure
         self.arrived.set()
 
-    def take(self) -> list[Task]:
+    def take(self) -> list[Any]:
         rows, self._rows = self._rows, []
         if not self.done:
             self.arrived.clear()

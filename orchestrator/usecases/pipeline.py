@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.engine.feed import Feed
@@ -78,6 +79,9 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
         raise Interrupted(f"interrupted while planning: nothing was sent; run {td.run_id} is resumable: "
                           f"drs-teardown resume {td.run_id}")
     return summary
+
+
+TASK_DEFAULTS: dict[str, Any] = dict.fromkeys(Task.__table__.columns.keys())
 
 
 class Recorder:
@@ -162,7 +166,7 @@ class Recorder:
                                          run_id=td.run_id)
             td.store.add_tasks(td.run_id, rows, td.ctx, events, now)  # type: ignore[attr-defined]
         self.recorded.update(i.job_id for i in items)
-        self.feed.push(Task(**row) for row in rows)
+        self.feed.push(SimpleNamespace(**{**TASK_DEFAULTS, **row}) for row in rows)  # what adopt reads; no ORM
 
     def _finish(self, run_plan: RunPlan) -> None:
         td = self.td
