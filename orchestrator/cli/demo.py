@@ -40,7 +40,7 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
     # Imported on use: the simulator (and the rest) is not needed by `--help` or any other command.
     import secrets
 
-    from orchestrator.cli.render import counts_line, plan_table, summary_table
+    from orchestrator.cli.render import plan_table, summary_table
     from orchestrator.selection import Selection
     from orchestrator.simulator import Simulator
     from orchestrator.store.repo import Store
@@ -62,7 +62,6 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
         run_plan = run_async(app, td.plan)
         if output == "text":
             app.out.print(plan_table(run_plan.as_plan(), limit=12))
-            app.out.print(counts_line(run_plan.counts()))
         planned = {i.job_id: i.action.value for i in run_plan.items}
         run_id = td.record()
         app.say(f"run {run_id}: tearing down {len(run_plan.items)} task(s)")
@@ -83,7 +82,6 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
                   "simulator_violations": dict(sim.violations)})
     else:
         app.out.print(summary_table(summary.jobs, limit=15))
-        app.out.print(counts_line(summary.counts))
         app.out.print(f"audit: {verification.records} records, chain {'intact' if verification.ok else 'BROKEN'}, "
                       f"head {verification.head_hash}", markup=False)
         app.out.print(f"simulator rule violations: {sum(sim.violations.values())}", markup=False)

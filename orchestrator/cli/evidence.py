@@ -28,7 +28,7 @@ def status(app: App, run_id: str | None, output: str) -> int:
       drs-teardown status
       drs-teardown status 3f2a9c1e --output json | jq '.jobs[] | select(.outcome == "blocked")'
     """
-    from orchestrator.cli.render import counts_line, runs_table, summary_table
+    from orchestrator.cli.render import runs_table, summary_table
     from orchestrator.usecases import find_run, summarize
 
     store = _evidence(app)
@@ -56,7 +56,6 @@ def status(app: App, run_id: str | None, output: str) -> int:
                   f"project {run.project_id}, "
                   f"created {run.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
     app.out.print(summary_table(summary.jobs, limit=10_000))
-    app.out.print(counts_line(summary.counts))
     return EXIT_OK
 
 

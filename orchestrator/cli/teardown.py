@@ -86,7 +86,6 @@ def finish(app: App, summary: RunSummary) -> int:
         app.emit(summary.to_json())
     else:
         app.out.print(summary_table(summary.jobs))
-        app.out.print(counts_line(summary.counts))
         for t in summary.targets:
             app.out.print(f"target {t['label']} (project {t['project_id']}): ", counts_line(t["counts"]))
         app.say(f"run {summary.run_id}: exit {summary.exit_code}")
