@@ -128,7 +128,9 @@ def test_bench_targets_postgresql_workers(pg_url: str, tmp_path: Path, workers: 
         if workers > 1:
             while not _recorded(pg_url) and run.proc.poll() is None:
                 time.sleep(0.02)
-            extra = [Spawned(f"worker{i}", ["--db", pg_url, "worker", *RUN_ARGS], ENV, tmp_path)
+            # (a run still planning is joined when its plan is recorded: the workers wait for it)
+            extra = [Spawned(f"worker{i}", ["--db", pg_url, "worker", "--wait-for-runs", "60", *RUN_ARGS], ENV,
+                             tmp_path)
                      for i in range(1, workers)]
         finished = [run.reap(started), *(w.reap(started) for w in extra)]
         violations = {s.region: s.violations() for s in sims}
