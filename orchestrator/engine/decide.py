@@ -138,8 +138,21 @@ def backoff(tuning: Tuning, attempts: int, rng: random.Random) -> float:
     return rng.uniform(cap / 2, cap)
 
 
-def poll_interval(tuning: Tuning, unchanged_polls: int) -> float:
-    return min(tuning.max_poll_interval, tuning.poll_interval * (1.5 ** unchanged_polls))
+WAIT_LAG = 0.25  # a wait is looked at again after at most this fraction of its age (one poll interval at least)
+
+
+def poll_interval(tuning: Tuning, unchanged_polls: int, waited: float | None = None) -> float:
+    """Back off while nothing moves (x1.5 a poll, up to max_poll_interval), but never wait longer than a quarter
+    of the time already waited (`waited`: seconds in this phase): a release that takes 3 s is seen within ~0.75 s,
+    not after a backoff grown past it."""
+    interval = min(tuning.max_poll_interval, tuning.poll_interval * (1.5 ** unchanged_polls))
+    if waited is not None:
+        interval = min(interval, max(tuning.poll_interval, WAIT_LAG * waited))
+    return interval
+
+
+def _waited(t: Tracked, now: datetime) -> float | None:
+    return (now - t.phase_started).total_seconds() if t.phase_started is not None else None
 
 
 def _at(now: datetime, seconds: float) -> datetime:
@@ -192,7 +205,8 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     unchanged = 0 if moved else t.unchanged_polls + 1
     seen: dict[str, Any] = {"last_status": r.status, "observed_at": now, "bad_reads": 0, "detail_read": False,
                             "confirming": False,
-                            "unchanged_polls": unchanged, "next_check": _at(now, poll_interval(tuning, unchanged))}
+                            "unchanged_polls": unchanged,
+                            "next_check": _at(now, poll_interval(tuning, unchanged, _waited(t, now)))}
     rid = r.request_id
     if r.detail and r.order_id:
         seen["order_id"] = r.order_id

@@ -46,7 +46,8 @@ class Reader:
         now = e.clock.now()
         for t in rest:
             t.unchanged_polls += 1
-            t.next_check = now + timedelta(seconds=poll_interval(e.tuning, t.unchanged_polls))
+            waited = (now - t.phase_started).total_seconds() if t.phase_started is not None else None
+            t.next_check = now + timedelta(seconds=poll_interval(e.tuning, t.unchanged_polls, waited))
         e.stats["polls_skipped"] += len(rest)
 
     async def breakpoints(self, tasks: list[Tracked]) -> None:

@@ -292,3 +292,14 @@ def test_the_lifecycle_refuses_what_the_core_must_never_ask() -> None:
     for state in TERMINAL:
         with pytest.raises(InvalidTransition):
             LC.fire(TaskModel("j", state, "RELEASE_RESOURCE_COMPLETE"), "requeue")
+
+
+def test_a_wait_is_looked_at_again_within_a_quarter_of_its_age() -> None:
+    from orchestrator.engine.decide import poll_interval
+
+    tuning = Tuning(poll_interval=0.5, max_poll_interval=60.0)
+    assert poll_interval(tuning, 0) == 0.5
+    assert poll_interval(tuning, 6) == 0.5 * 1.5 ** 6  # plain backoff without an age
+    assert poll_interval(tuning, 6, waited=3.0) == 0.75  # a 3 s release is not polled 5.7 s apart
+    assert poll_interval(tuning, 6, waited=1.0) == 0.5  # never below one poll interval
+    assert poll_interval(tuning, 20, waited=1000.0) == 60.0  # and never above the maximum
