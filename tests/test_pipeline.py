@@ -84,8 +84,9 @@ def test_a_pipelined_run_stops_while_the_plan_still_reads_and_records_the_plan_t
         jobs_file.write_text("\n".join(jobs) + "\n")
         shown = cli(["plan", "--jobs-file", str(jobs_file), "--output", "json"], _env(url, db))
         assert shown.exit_code == 0, shown.output
-        # Paced at 40 calls/s per API: the 40 detail calls take about a second, the first batch a quarter.
-        r = cli(["run", "--jobs-file", str(jobs_file), "--yes", "--output", "json", "--rate", "40", *FAST],
+        # Paced at 10 calls/s per API (a burst of 10): the 40 detail calls take about three seconds; the first
+        # batch (100 ids) is in after the burst, and the children listing (two list calls) soon after.
+        r = cli(["run", "--jobs-file", str(jobs_file), "--yes", "--output", "json", "--rate", "10", *FAST],
                 _env(url, db))
         assert r.exit_code == 0, r.output
         doc = json.loads(r.stdout)
