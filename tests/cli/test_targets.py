@@ -35,6 +35,13 @@ def write_targets(tmp_path: Path, body: str) -> Path:
     return path
 
 
+def north_and_south(tmp_path: Path, north_url: str, south_url: str) -> Path:
+    """The two regions as targets, each selecting all of its tasks."""
+    return write_targets(tmp_path, "".join(
+        f'[[target]]\nlabel = "{label}"\nendpoint = "{url}"\nproject_id = "{project}"\nall = true\n\n'
+        for label, url, project in (("north", north_url, P1), ("south", south_url, P2))))
+
+
 def test_the_file_format_is_the_contract(tmp_path: Path) -> None:
     (tmp_path / "sg.txt").write_text("0a1b2c3d-0000-4000-8000-00000000abcd\n")
     path = write_targets(tmp_path, f'''
@@ -136,19 +143,7 @@ def test_one_target_failing_does_not_stop_the_others(tmp_path: Path, sqlite_db: 
     with two_regions() as regions:
         (north, north_url), (south, south_url) = regions
         ids = [sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED")) for sim, _ in regions]
-        path = write_targets(tmp_path, f'''
-[[target]]
-label = "north"
-endpoint = "{north_url}"
-project_id = "{P1}"
-all = true
-
-[[target]]
-label = "south"
-endpoint = "{south_url}"
-project_id = "{P2}"
-all = true
-''')
+        path = north_and_south(tmp_path, north_url, south_url)
         env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
         for route in ("batch-status", "batch-jobs"):
             south.set_fault(route, "error_5xx", times=None, status=503)
@@ -170,19 +165,7 @@ def test_a_target_failing_while_planning_does_not_stop_the_others_and_resume_pla
     with two_regions() as regions:
         (north, north_url), (south, south_url) = regions
         ids = [sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED")) for sim, _ in regions]
-        path = write_targets(tmp_path, f'''
-[[target]]
-label = "north"
-endpoint = "{north_url}"
-project_id = "{P1}"
-all = true
-
-[[target]]
-label = "south"
-endpoint = "{south_url}"
-project_id = "{P2}"
-all = true
-''')
+        path = north_and_south(tmp_path, north_url, south_url)
         env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
         south.set_fault("list", "error_5xx", times=None, status=403)
         run = cli(["run", "--targets", str(path), "--yes", "--output", "json", *FAST], env)
@@ -211,13 +194,7 @@ all = true
 
 def test_every_target_failing_while_planning_is_the_commands_error(tmp_path: Path, sqlite_db: str) -> None:
     with two_regions() as regions:
-        path = write_targets(tmp_path, "".join(f'''
-[[target]]
-label = "{label}"
-endpoint = "{url}"
-project_id = "{project}"
-all = true
-''' for label, (_, url), project in zip(("north", "south"), regions, (P1, P2), strict=True)))
+        path = north_and_south(tmp_path, regions[0][1], regions[1][1])
         for sim, _ in regions:
             sim.set_fault("list", "error_5xx", times=None, status=403)
         env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
@@ -239,19 +216,7 @@ def test_the_two_phase_path_records_a_target_that_failed_while_planning(tmp_path
     with two_regions() as regions:
         (north, north_url), (south, south_url) = regions
         north.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED"))
-        path = write_targets(tmp_path, f'''
-[[target]]
-label = "north"
-endpoint = "{north_url}"
-project_id = "{P1}"
-all = true
-
-[[target]]
-label = "south"
-endpoint = "{south_url}"
-project_id = "{P2}"
-all = true
-''')
+        path = north_and_south(tmp_path, north_url, south_url)
         south.set_fault("list", "error_5xx", times=None, status=403)
         store = Store(sqlite_db)
         td = Teardown(Settings(poll_interval=0.05, db=sqlite_db), {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK},
