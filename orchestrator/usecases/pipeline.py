@@ -27,7 +27,7 @@ from orchestrator.usecases import rails
 from orchestrator.usecases.connection import Connection, settings_for_target
 from orchestrator.usecases.recording import begin_run, note_unplanned, records_before_planning, start_event, task_rows
 from orchestrator.usecases.summary import RunSummary
-from orchestrator.usecases.teardown import RunPlan, Teardown, checked, execute_run, plan_target
+from orchestrator.usecases.teardown import RunPlan, Teardown, checked, execute_run, plan_target, with_billing
 
 
 def can_pipeline(td: Teardown) -> bool:
@@ -48,10 +48,7 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
     stop_event = stop_event or asyncio.Event()
     conns = td.connect()
     assert td.ctx is not None
-    consent = td.consent or ""
-    if td.settings.unsubscribe_prepaid and "unsubscribe-prepaid" not in consent:
-        consent += "+unsubscribe-prepaid"  # a billing action: part of what was consented to
-    td.consent = consent
+    consent = td.consent = with_billing(td.settings, td.consent or "")
     td.run_id = begin_run(td.store, td.ctx, td.tuning, td.clock.now(), project_id=conns[0].project_id,
                           endpoint=conns[0].endpoint, selection=td.selection_before_planning(), consent=consent,
                           options={"missing_ok": td.missing_ok, "pipelined": True})

@@ -316,9 +316,7 @@ class Teardown:
         consent = consent or self.consent
         if not consent:
             raise ConfigError("no consent: pass consent= (the CLI's --yes or the typed project id)")
-        if self.settings.unsubscribe_prepaid and "unsubscribe-prepaid" not in consent:
-            consent += "+unsubscribe-prepaid"  # a billing action: part of what was consented to
-        self.consent = consent
+        consent = self.consent = with_billing(self.settings, consent)
         with rails.creating_runs(self.store, self.ctx.worker):
             rails.check_overlap(self.store, [i.job_id for i in self.run_plan.items
                                              if i.action in rails.ACTIONABLE], exclude=self.run_id)
@@ -362,6 +360,13 @@ class Teardown:
                                      deadline=self.deadline)
         finally:
             self.release()
+
+
+def with_billing(settings: Settings, consent: str) -> str:
+    """The consent recorded: --unsubscribe-prepaid is a billing action, so it is part of what was consented to."""
+    if settings.unsubscribe_prepaid and "unsubscribe-prepaid" not in consent:
+        consent += "+unsubscribe-prepaid"
+    return consent
 
 
 def leave_run(store: Store, ctx: Context, clock: Clock) -> None:
