@@ -18,16 +18,24 @@ from typing import Any
 
 from orchestrator.engine.feed import Feed
 from orchestrator.errors import ConfigError, Interrupted, Refused, SelectionError
-from orchestrator.planning import PlanItem, make_plan
+from orchestrator.planning import PlanItem
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Target
 from orchestrator.store.models import Task
 from orchestrator.store.repo import Event
 from orchestrator.usecases import rails
-from orchestrator.usecases.connection import Connection, settings_for_target
+from orchestrator.usecases.connection import Connection
 from orchestrator.usecases.recording import begin_run, note_unplanned, records_before_planning, start_event, task_rows
 from orchestrator.usecases.summary import RunSummary
-from orchestrator.usecases.teardown import RunPlan, Teardown, checked, execute_run, plan_target, with_billing
+from orchestrator.usecases.teardown import (
+    RunPlan,
+    TargetPlan,
+    Teardown,
+    checked,
+    execute_run,
+    plan_target,
+    with_billing,
+)
 
 
 def can_pipeline(td: Teardown) -> bool:
@@ -102,7 +110,7 @@ class Recorder:
             td.run_plan = run_plan
             rails.check_max_targets(len(run_plan.items), td.settings.max_targets)  # children included
             for part in run_plan.parts:
-                self._record([i for i in part.plan.items if i.job_id not in self.recorded], part.target.label)
+                self._record(part.plan.items, part.target.label)  # what the stream did not record yet
             self._finish(run_plan)
         except BaseException as exc:
             if isinstance(exc, Refused) and not self.recorded:
@@ -111,10 +119,8 @@ class Recorder:
             raise
         self.feed.finish()
 
-    async def _target(self, target: Target, conn: Connection) -> Any:
+    async def _target(self, target: Target, conn: Connection) -> TargetPlan:
         td = self.td
-        settings = settings_for_target(td.settings, target) if td.several else td.settings
-
         arrived = False
 
         def arrive() -> None:
@@ -135,13 +141,9 @@ class Recorder:
             self._record(items, target.label)
 
         try:
-            async with td.client_factory(conn, settings, td.clock) as client:
-                client.recorder = td.exchanges.append
-                client.deadline = td.deadline
-                return await plan_target(target, conn, several=td.several, plan=lambda: make_plan(
-                    client, target.selection, endpoint=conn.endpoint, now=td.clock.now(),
-                    unsubscribe_prepaid=td.settings.unsubscribe_prepaid, on_selected=on_selected,
-                    on_items=on_items))
+            return await plan_target(td.settings, target, conn, td.clock, several=td.several,
+                                     recorder=td.exchanges.append, client_factory=td.client_factory,
+                                     deadline=td.deadline, on_selected=on_selected, on_items=on_items)
         finally:
             arrive()  # a target that failed before its selection was known does not hold the others
 
@@ -159,8 +161,8 @@ class Recorder:
         now = td.clock.now()
         rows, events = task_rows(td.run_id, items, now, {i.job_id: label for i in items} if td.several else None)
         with rails.creating_runs(td.store, td.ctx.worker):
-            rails.check_overlap_of_batch(td.store, [i.job_id for i in items if i.action in rails.ACTIONABLE],
-                                         run_id=td.run_id)
+            rails.check_overlap(td.store, [i.job_id for i in items if i.action in rails.ACTIONABLE],
+                                exclude=td.run_id)
             td.store.add_tasks(td.run_id, rows, td.ctx, events, now)  # type: ignore[attr-defined]
         self.recorded.update(i.job_id for i in items)
         self.feed.push(SimpleNamespace(**{**TASK_DEFAULTS, **row}) for row in rows)  # what adopt reads; no ORM

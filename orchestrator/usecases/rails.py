@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from orchestrator.errors import Refused, RunBusy
@@ -39,11 +39,13 @@ def check_drift(reviewed: Plan, live: Plan, source: str) -> None:
 
 
 def check_overlap(store: Store, job_ids: Iterable[str], *, exclude: str | None = None) -> None:
-    """A new run may not act on tasks an unfinished run of this store still has in hand."""
+    """A new run may not act on tasks an unfinished run of this store still has in hand. Only the unfinished
+    runs holding one of these ids are read (one indexed query first), so it is cheap enough for every batch of
+    a run still being planned."""
     wanted = set(job_ids)
     if not wanted:
         return
-    for run in store.unfinished_runs():
+    for run in store.unfinished_runs_overlapping(sorted(wanted), None):
         if run.id == exclude:
             continue
         shared = sorted(t.job_id for t in store.tasks(run.id) if t.state not in TERMINAL and t.job_id in wanted)
@@ -51,16 +53,6 @@ def check_overlap(store: Store, job_ids: Iterable[str], *, exclude: str | None =
             raise Refused(f"refused: {len(shared)} selected task(s) ({', '.join(shared[:3])}"
                           f"{', …' if len(shared) > 3 else ''}) belong to the unfinished run {run.id} "
                           f"({run.status}); finish it first: drs-teardown resume {run.id}; nothing was sent")
-
-
-def check_overlap_of_batch(store: Store, job_ids: Sequence[str], *, run_id: str) -> None:
-    """check_overlap for one batch of a run being planned: only the unfinished runs that hold one of these ids
-    are looked at (one indexed query), so it can run before every batch is recorded."""
-    if not job_ids:
-        return
-    others = [r for r in store.unfinished_runs_overlapping(job_ids, None) if r.id != run_id]
-    if others:
-        check_overlap(store, job_ids, exclude=run_id)
 
 
 class RunClaim:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ from orchestrator.errors import (
     Refused,
     SelectionError,
 )
-from orchestrator.planning import PLAN_FORMAT, Plan, PlanItem, action_counts, make_plan
+from orchestrator.planning import PLAN_FORMAT, Decided, Plan, PlanItem, Selected, action_counts, make_plan
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
 from orchestrator.store.repo import Context, Event, Store
@@ -149,31 +149,32 @@ async def plan_targets(settings: Settings, targets: Sequence[Target], conns: Seq
                        client_factory: ClientFactory = make_client, deadline: float | None = None) -> RunPlan:
     """Plan every target concurrently (read-only: list and batch-detail calls only). With several targets, one
     that fails (credentials refused, unreachable, 403 project) does not stop the others (see `plan_target`)."""
-
-    async def one(target: Target, conn: Connection) -> TargetPlan:
-        async with client_factory(conn, settings_for_target(settings, target) if several else settings,
-                               clock) as client:
-            client.recorder = recorder
-            if deadline is not None:
-                client.deadline = deadline  # --timeout bounds the plan's reads too
-            return await plan_target(target, conn, several=several, plan=lambda: make_plan(
-                client, target.selection, endpoint=conn.endpoint, now=clock.now(),
-                unsubscribe_prepaid=settings.unsubscribe_prepaid))
-
-    parts = await asyncio.gather(*(one(t, c) for t, c in zip(targets, conns, strict=True)))
+    parts = await asyncio.gather(*(plan_target(settings, t, c, clock, several=several, recorder=recorder,
+                                               client_factory=client_factory, deadline=deadline)
+                                   for t, c in zip(targets, conns, strict=True)))
     return checked(RunPlan(tuple(parts), several))
 
 
 TARGET_FAILURES = (DrsError, AuthError)  # what one target's planning may fail with, alone
 
 
-async def plan_target(target: Target, conn: Connection, *, several: bool,
-                      plan: Callable[[], Awaitable[Plan]]) -> TargetPlan:
-    """One target's plan; with several targets, a failure of its own (its deadline included: a target that
-    keeps failing reads may give up before the others finish) is kept as its `error`: the run goes on without
-    it and stays resumable."""
+async def plan_target(settings: Settings, target: Target, conn: Connection, clock: Clock, *, several: bool,
+                      recorder: Callable[[Exchange], None] | None = None, client_factory: ClientFactory = make_client,
+                      deadline: float | None = None, on_selected: Selected | None = None,
+                      on_items: Decided | None = None) -> TargetPlan:
+    """One target's plan, read through a client of its own (`make_plan`'s hooks passed on). With several targets,
+    a failure of its own (its deadline included: a target that keeps failing reads may give up before the others
+    finish) is kept as its `error`: the run goes on without it and stays resumable."""
     try:
-        return TargetPlan(target, conn, await plan())
+        async with client_factory(conn, settings_for_target(settings, target) if several else settings,
+                                  clock) as client:
+            client.recorder = recorder
+            if deadline is not None:
+                client.deadline = deadline  # --timeout bounds the plan's reads too
+            plan = await make_plan(client, target.selection, endpoint=conn.endpoint, now=clock.now(),
+                                   unsubscribe_prepaid=settings.unsubscribe_prepaid, on_selected=on_selected,
+                                   on_items=on_items)
+        return TargetPlan(target, conn, plan)
     except TARGET_FAILURES as exc:
         if not several:
             raise
