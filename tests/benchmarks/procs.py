@@ -173,6 +173,21 @@ def _ts(value: object) -> float:
     return value.timestamp() if isinstance(value, datetime) else datetime.fromisoformat(str(value)).timestamp()
 
 
+def run_recorded(db_url: str) -> bool:
+    """A run is in the database (the moment to start workers that join it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ProgrammingError
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(text("select count(*) from runs")).scalar())
+    except ProgrammingError:
+        return False  # not migrated yet
+    finally:
+        engine.dispose()
+
+
 def trail_figures(db_url: str, run_id: str | None = None) -> dict[str, Any]:
     """Calls, calls by API, and the seconds from the run's first API call to the run finished (all runs in the
     database when run_id is None: the first call of any to the last finish)."""

@@ -29,6 +29,7 @@ from tests.benchmarks.procs import (
     clean_env,
     limit_for,
     run_cli,
+    run_recorded,
     simulators,
     trail_figures,
 )
@@ -100,20 +101,6 @@ def test_bench_targets_one_run_vs_one_after_the_other(k: int, tmp_path: Path) ->
           f"peak_rss one={one['rss_mb']:.0f}MB sequential={seq['rss_mb']:.0f}MB")
 
 
-def _recorded(db_url: str) -> bool:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import ProgrammingError
-
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return bool(conn.execute(text("select count(*) from runs")).scalar())
-    except ProgrammingError:
-        return False  # not migrated yet
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.postgres
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("workers", sorted({1, max(KS)}))
@@ -126,7 +113,7 @@ def test_bench_targets_postgresql_workers(pg_url: str, tmp_path: Path, workers: 
                       ENV, tmp_path)
         extra = []
         if workers > 1:
-            while not _recorded(pg_url) and run.proc.poll() is None:
+            while not run_recorded(pg_url) and run.proc.poll() is None:
                 time.sleep(0.02)
             # (a run still planning is joined when its plan is recorded: the workers wait for it)
             extra = [Spawned(f"worker{i}", ["--db", pg_url, "worker", "--wait-for-runs", "60", *RUN_ARGS], ENV,

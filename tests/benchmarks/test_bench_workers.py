@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import ProgrammingError
 
 from orchestrator.simulator import JobSpec
 from orchestrator.store.repo import Store
+from tests.benchmarks.procs import run_recorded
 from tests.kit import PROJECT, TOKEN, simulator
 
 N = int(os.environ.get("BENCH_TASKS", "2000"))
@@ -37,17 +36,6 @@ def _env(url: str) -> dict[str, str]:
     env.update({"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
                 "DRS_TEARDOWN_ENDPOINT": url})
     return env
-
-
-def _recorded(db_url: str) -> bool:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return bool(conn.execute(text("select count(*) from runs")).scalar())
-    except ProgrammingError:
-        return False  # not migrated yet
-    finally:
-        engine.dispose()
 
 
 def _measure(db_url: str, url: str, jobs_file: Path, tmp_path: Path, workers: int,
@@ -67,7 +55,7 @@ def _measure(db_url: str, url: str, jobs_file: Path, tmp_path: Path, workers: in
     started = time.perf_counter()
     procs = {"run": spawn("run", ["run", "--yes", "--output", "json", *ARGS, "--jobs-file", str(jobs_file)])}
     if workers > 1:
-        while not _recorded(db_url) and procs["run"].poll() is None:
+        while not run_recorded(db_url) and procs["run"].poll() is None:
             time.sleep(0.02)
         joined_at = time.perf_counter() - started
         for i in range(1, workers):
