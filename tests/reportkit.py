@@ -29,8 +29,8 @@ from orchestrator.lifecycle import TERMINAL, TaskState
 from orchestrator.planning import Selection
 from orchestrator.simulator import Simulator
 from orchestrator.simulator.profiles import Profile, load_profile
-from orchestrator.store.models import ApiCall, Run, Task
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.store.schema import ApiCall, Run, Task
 from orchestrator.usecases import actor_info, new_worker_id, start_run
 
 TOKEN = "tok"
@@ -182,7 +182,7 @@ def synthetic_run(store: Store, n: int, *, ticket: str | None = "CHG-2042",
     run = Run(id=run_id, created_at=T0, finished_at=None, status="running", project_id="0" * 32,
               endpoint="https://drs.example.invalid", selection={"all": True}, options={}, actor=ACTOR,
               ticket=ticket, reason=reason, consent="yes-flag", plan_hash=None, exit_code=None,
-              deadline_at=None, head_hash="")
+              head_hash="")
     tasks, events = [], [Event(trigger="run_started", detail=f"consent=yes-flag; targets={n}")]
     for job_id, name, kind in zip(ids, names, kinds, strict=True):
         action, status, _ = _PATHS[kind]

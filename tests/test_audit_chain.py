@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from orchestrator.report import verify_report
 from orchestrator.store import audit
-from orchestrator.store.models import AuditRecord
 from orchestrator.store.repo import Store, record_dict
+from orchestrator.store.schema import AuditRecord
 
 # -- canonical encoding (unit) -------------------------------------------------------------------------------
 
@@ -111,8 +111,8 @@ def test_optional_values_are_hashed_only_when_present() -> None:
 
 
 def test_a_run_with_values_verifies_and_an_edited_value_is_named(tmp_path: Path) -> None:
-    from orchestrator.store.models import Run
     from orchestrator.store.repo import Context, Event
+    from orchestrator.store.schema import Run
 
     url = f"sqlite:///{tmp_path / 'values.db'}"
     store = Store(url)
@@ -120,7 +120,7 @@ def test_a_run_with_values_verifies_and_an_edited_value_is_named(tmp_path: Path)
     ctx = Context(actor={"os_user": "t"}, worker="w", ticket="CHG-1")
     run = Run(id=RUN, created_at=now, finished_at=None, status="planning", project_id="p", endpoint="e",
               selection={}, options={}, actor={}, ticket=None, reason=None, consent="test", plan_hash=None,
-              exit_code=None, deadline_at=None, head_hash="")
+              exit_code=None, head_hash="")
     store.create_run(run, [], ctx, [Event(trigger="run_started")], now)
     store.append_events(RUN, ctx, [Event(trigger="breakpoint", job_id="j", values={"gtid": "g:1-5", "n": 2}),
                                    Event(trigger="note", detail="no values")], now)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine.leases import MIN_SHARE
+from orchestrator.engine.claims import MIN_SHARE
 from orchestrator.simulator import ApiFaults, JobSpec, load_profile
 from tests.kit import simulator
 from tests.test_workers import Proc, _check_run, _finish, _rows, _scalar, _start, _wait_for

@@ -23,7 +23,7 @@ PACKAGE = ROOT / "orchestrator"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("orchestrator", "orchestrator.errors", "orchestrator.version", "orchestrator.clock",
                      "orchestrator.secrets", "orchestrator.faultpoints", "orchestrator.wire",
-                     "orchestrator.progress")),
+                     "orchestrator.snapshot")),
     ("drs and pure cores", ("orchestrator.drs", "orchestrator.lifecycle", "orchestrator.planning",
                             "orchestrator.selection", "orchestrator.engine.decide",
                             "orchestrator.engine.tuning")),
@@ -228,7 +228,7 @@ def test_the_layer_checker_can_fail() -> None:
         "orchestrator.engine") > layer_of("orchestrator.store.repo") > layer_of("orchestrator.lifecycle") > layer_of(
         "orchestrator.errors")
     assert _has_cycle({"a": {"b"}, "b": {"a"}}) and not _has_cycle({"a": {"b"}, "b": set()})
-    seen = {t for t, _ in imports_of("orchestrator.cli.teardown")}
+    seen = {t for t, _ in imports_of("orchestrator.cli.actions")}
     assert "orchestrator.cli.shell" in seen and any(_matches(t, "orchestrator.usecases") for t in seen)
 
 
@@ -247,3 +247,18 @@ def test_modules_and_classes_are_small(kind: str) -> None:
     """The target for the whole package (the engine, store, report and simulator areas included)."""
     big = [f"{name}: {n} lines (max {limit})" for name, k, n, limit in _sizes() if k == kind and n > limit]
     assert not big, "\n".join(big)
+
+
+def _same_names(modules: list[str]) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for module in modules:
+        by_name.setdefault(module.rsplit(".", 1)[-1], []).append(module)
+    return {name: sorted(mods) for name, mods in by_name.items() if len(mods) > 1}
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """A module's name says its job: no `models.py` beside `models.py` doing something else (packages' own
+    `__init__`/`__main__` aside, which count under their package's name)."""
+    leaves = [m for m, path in MODULES.items() if path.stem not in ("__init__", "__main__")]
+    assert _same_names(["a.x", "b.x", "b.y"]) == {"x": ["a.x", "b.x"]}  # the check can fail
+    assert not _same_names(leaves), _same_names(leaves)

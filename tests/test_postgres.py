@@ -29,8 +29,8 @@ from orchestrator.lifecycle import TaskState
 from orchestrator.planning import Action, Plan, PlanItem, Selection
 from orchestrator.simulator import ApiFaults, JobSpec, load_profile
 from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
-from orchestrator.store.models import Task
 from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.store.schema import Task
 from orchestrator.usecases import actor_info, start_run
 from tests.kit import PROJECT, TOKEN, cli, settings, simulator
 

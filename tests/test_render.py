@@ -24,7 +24,7 @@ from rich.console import Console
 
 from orchestrator.clock import FakeClock
 from orchestrator.planning import Action, Plan, PlanItem, Selection
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.snapshot import Snapshot, WaitGroup
 
 render = load_render()
 
@@ -249,7 +249,7 @@ from pathlib import Path
 from rich.console import Console
 from reportkit import T0, load_render
 from orchestrator.clock import FakeClock
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.snapshot import Snapshot, WaitGroup
 render = load_render()
 console = Console(stderr=True)
 print(f"terminal={console.is_terminal} width={console.width}", file=sys.stderr, flush=True)

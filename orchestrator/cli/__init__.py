@@ -8,11 +8,11 @@ import logging
 
 import click
 
+from orchestrator.cli.actions import plan, resume, run, worker
 from orchestrator.cli.admin import completion, db, simulator
 from orchestrator.cli.demo import demo
 from orchestrator.cli.evidence import audit, report, status, verify
 from orchestrator.cli.shell import App, Root, set_current_app
-from orchestrator.cli.teardown import plan, resume, run, worker
 from orchestrator.config import LANGUAGES, LOG_FORMATS
 from orchestrator.version import __version__
 

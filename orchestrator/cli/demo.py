@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from orchestrator.cli.actions import _progress
 from orchestrator.cli.options import output_option
 from orchestrator.cli.shell import App, run_async
-from orchestrator.cli.teardown import _progress
 from orchestrator.config import load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_OK
 

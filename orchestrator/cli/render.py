@@ -21,7 +21,7 @@ from rich.text import Text
 from orchestrator.clock import Clock, RealClock
 from orchestrator.lifecycle import OUTCOME_ORDER, TERMINAL
 from orchestrator.planning import Plan
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.snapshot import Snapshot, WaitGroup
 
 OUTCOME_STYLE = {"deleted": "green", "skipped": "cyan", "blocked": "yellow", "failed": "red",
                  "timed_out": "red", "pending": "magenta"}
@@ -202,7 +202,7 @@ class Eta:
 
 
 def _as_snapshot(snap: Any) -> Snapshot:
-    """The engine's progress as an orchestrator.progress.Snapshot (an older engine's value is converted)."""
+    """The engine's progress as an orchestrator.snapshot.Snapshot (an older engine's value is converted)."""
     if isinstance(snap, Snapshot):
         return snap
     return Snapshot(now=snap.now, started=snap.started, total=snap.total, counts=dict(snap.counts),

@@ -20,12 +20,12 @@ from typing import Any
 
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
+from orchestrator.engine.claims import Leases
 from orchestrator.engine.completeness import final_check
 from orchestrator.engine.decide import Decision, Tracked
 from orchestrator.engine.feed import Feed, planned
-from orchestrator.engine.leases import Leases
+from orchestrator.engine.polling import Reader
 from orchestrator.engine.progress import ProgressBook
-from orchestrator.engine.reads import Reader
 from orchestrator.engine.schedule import act, deadlines, leases_step, record_end, sleep, take_feed
 from orchestrator.engine.sends import Sender
 from orchestrator.engine.tuning import Tuning
@@ -37,9 +37,9 @@ from orchestrator.lifecycle import (
     TaskModel,
     TaskState,
 )
-from orchestrator.progress import Snapshot
-from orchestrator.store.models import Task
+from orchestrator.snapshot import Snapshot
 from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.store.schema import Task
 from orchestrator.wire import Exchange
 
 ALIVE_CHECK_SECONDS = 2.0  # how often the loop checks its database is still the file at its path

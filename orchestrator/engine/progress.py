@@ -1,4 +1,4 @@
-"""Progress bookkeeping: turns what the loop tracks into `orchestrator.progress.Snapshot` values for a renderer."""
+"""Progress bookkeeping: turns what the loop tracks into `orchestrator.snapshot.Snapshot` values for a renderer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from orchestrator.clock import Clock
 from orchestrator.engine.decide import Tracked, forces_after
 from orchestrator.engine.tuning import Tuning
 from orchestrator.lifecycle import ACTIVE, TERMINAL, TaskState
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.snapshot import Snapshot, WaitGroup
 
 RELEASE_SAMPLES = 500
 # A snapshot counts every task: with many tasks, report less often so that counting stays a small share of the

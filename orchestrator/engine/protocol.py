@@ -12,15 +12,15 @@ from typing import Any, Protocol
 
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
+from orchestrator.engine.claims import Leases
 from orchestrator.engine.decide import Decision, Tracked
 from orchestrator.engine.feed import Feed
-from orchestrator.engine.leases import Leases
 from orchestrator.engine.progress import ProgressBook
 from orchestrator.engine.tuning import Tuning
 from orchestrator.errors import EngineAbort
 from orchestrator.lifecycle import Lifecycle, Step
-from orchestrator.store.models import Task
 from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.store.schema import Task
 from orchestrator.wire import Exchange
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from orchestrator.errors import StoreError
 from orchestrator.report.formatting import clip, plain
 from orchestrator.store import audit
-from orchestrator.store.models import AuditRecord, Run
 from orchestrator.store.repo import Store, record_dict
+from orchestrator.store.schema import AuditRecord, Run
 
 FORMATS: tuple[str, ...] = ("table", "json", "csv")
 ROW_FIELDS: tuple[str, ...] = (*audit.CHAIN_FIELDS, "hash")

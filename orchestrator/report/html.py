@@ -23,8 +23,8 @@ from orchestrator.report.story import RunStory, tell
 from orchestrator.report.tables import card, http_card, targets_table, tasks_table, trail_card
 from orchestrator.report.timeline import OUTCOME_COLORS, TIMELINE_MAX_ROWS, legend, timeline_svg
 from orchestrator.store import audit
-from orchestrator.store.models import Run
 from orchestrator.store.repo import Store
+from orchestrator.store.schema import Run
 from orchestrator.version import __version__
 
 

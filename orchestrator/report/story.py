@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.lifecycle import OUTCOME_ORDER, TERMINAL, TRANSITIONS, outcome_of
 from orchestrator.report.export import parse_actor
-from orchestrator.store.models import AuditRecord, Run, Task
+from orchestrator.store.schema import AuditRecord, Run, Task
 
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 RANK: dict[str, int] = {o: i for i, o in enumerate(OUTCOME_ORDER)}  # problems first

@@ -13,7 +13,7 @@ from orchestrator.lifecycle import OUTCOME_ORDER, OUTCOMES
 from orchestrator.report.formatting import duration, esc, offset, plural, when
 from orchestrator.report.story import CODE_MEANINGS, TRIGGER_MEANINGS, RunStory, TaskStory
 from orchestrator.report.timeline import OUTCOME_COLORS
-from orchestrator.store.models import ApiCall, AuditRecord, Task
+from orchestrator.store.schema import ApiCall, AuditRecord, Task
 
 # Beyond this many tasks the per-task story folds into a <details> (the page stays light at 10,000 tasks).
 OPEN_STORIES = 60

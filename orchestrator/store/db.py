@@ -22,9 +22,9 @@ __all__ = ["DEFAULT_URL", "HEAD_REVISION", "alembic_config", "check_revision", "
 DEFAULT_URL = "sqlite:///./drs-teardown.db"
 # The newest migration; a test asserts it equals Alembic's head. Knowing it lets every command skip importing
 # Alembic (half a second) when the database is already current.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 # Every revision this tool knows, oldest first: a database at an unknown one was written by a newer tool.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

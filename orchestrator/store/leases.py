@@ -22,9 +22,9 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.lifecycle import ACTIVE, INTENTS
-from orchestrator.store.core import StoreCore, retrying
-from orchestrator.store.models import Task, Worker
 from orchestrator.store.records import Context, Event
+from orchestrator.store.schema import Task, Worker
+from orchestrator.store.sessions import StoreCore, retrying
 
 # Active states with no request of ours outstanding: the only ones a task is handed back in.
 AT_REST = tuple(s for s in ACTIVE if s not in INTENTS)

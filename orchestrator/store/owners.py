@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from orchestrator.errors import StoreError
-from orchestrator.store.core import WORKING, StoreCore, retrying
-from orchestrator.store.models import Run
 from orchestrator.store.records import Context, Event
+from orchestrator.store.schema import Run
+from orchestrator.store.sessions import WORKING, StoreCore, retrying
 from orchestrator.store.status import Holder, RunStatus, effective
 
 

@@ -40,7 +40,7 @@ from orchestrator.errors import LeaseLost, RunBusy
 from orchestrator.lifecycle import ACTIVE
 from orchestrator.store.base import Store
 from orchestrator.store.connections import postgres_engine
-from orchestrator.store.models import Base, Run, Task
+from orchestrator.store.schema import Base, Run, Task
 from orchestrator.store.status import Holder, pid_alive, this_host
 
 TASKS: Table = Task.__table__  # type: ignore[assignment]

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from orchestrator.errors import StoreError
 from orchestrator.lifecycle import ACTIVE, TaskState
 from orchestrator.store import audit
-from orchestrator.store.core import UNFINISHED, StoreCore, retrying
-from orchestrator.store.models import ApiCall, AuditRecord, Run, Task
+from orchestrator.store.schema import ApiCall, AuditRecord, Run, Task
+from orchestrator.store.sessions import UNFINISHED, StoreCore, retrying
 
 
 class Reads(StoreCore):

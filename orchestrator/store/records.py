@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestrator.lifecycle import TERMINAL, Step, outcome_of
 from orchestrator.store import audit
-from orchestrator.store.models import AuditRecord
+from orchestrator.store.schema import AuditRecord
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from orchestrator.errors import LeaseLost, RunBusy, StoreError
 from orchestrator.store.base import Store
 from orchestrator.store.connections import sqlite_engine
-from orchestrator.store.models import Run
 from orchestrator.store.runlock import RunLock, held_by
+from orchestrator.store.schema import Run
 from orchestrator.store.status import Holder
 from orchestrator.store.urls import sqlite_path
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.store.models import Run
+from orchestrator.store.schema import Run
 
 
 def this_host() -> str:

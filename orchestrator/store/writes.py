@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from orchestrator.lifecycle import TaskState
 from orchestrator.store import audit
-from orchestrator.store.core import WORKING, StoreCore, retrying
-from orchestrator.store.models import Run, Task
 from orchestrator.store.records import Change, Context, Event, chain
+from orchestrator.store.schema import Run, Task
+from orchestrator.store.sessions import WORKING, StoreCore, retrying
 from orchestrator.wire import Exchange
 
 RUNS = cast(Table, Run.__table__)

@@ -17,7 +17,7 @@ from orchestrator.drs.pacing import process_pacer
 from orchestrator.engine import Tuning
 from orchestrator.errors import ConfigError, CredentialError
 from orchestrator.selection import Target
-from orchestrator.store.models import Run
+from orchestrator.store.schema import Run
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any
 from orchestrator.engine.feed import Feed
 from orchestrator.errors import ConfigError, Interrupted, Refused, SelectionError
 from orchestrator.planning import PlanItem
-from orchestrator.progress import Snapshot
 from orchestrator.selection import Target
-from orchestrator.store.models import Task
+from orchestrator.snapshot import Snapshot
 from orchestrator.store.repo import Event
+from orchestrator.store.schema import Task
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import Connection
 from orchestrator.usecases.recording import begin_run, note_unplanned, records_before_planning, start_event, task_rows

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import UNPLANNED, unplanned_targets
 from orchestrator.lifecycle import TERMINAL, Lifecycle, TaskModel, TaskState
 from orchestrator.planning import Action, Plan, PlanItem
-from orchestrator.store.models import Run, Task
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.store.schema import Run, Task
 
 PLANNING = "planning"
 RECORDED_BEFORE_PLANNING = "recorded_before_planning"  # in Run.options: its plan may not be (fully) recorded
@@ -59,7 +59,7 @@ def new_run(run_id: str, ctx: Context, tuning: Tuning, now: datetime, *, project
     return Run(id=run_id, created_at=now, finished_at=None, status=status, project_id=project_id,
                endpoint=endpoint, selection=dict(selection), options={**tuning.to_dict(), **(options or {})},
                actor=ctx.actor, ticket=ctx.ticket, reason=ctx.reason, consent=consent, plan_hash=plan_hash,
-               exit_code=None, deadline_at=now + timedelta(seconds=tuning.timeout), head_hash="")
+               exit_code=None, head_hash="")
 
 
 def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,

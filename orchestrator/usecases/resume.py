@@ -14,10 +14,10 @@ from orchestrator.config import Settings
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import unplanned_targets
 from orchestrator.errors import ConfigError, SelectionError
-from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
-from orchestrator.store.models import Run
+from orchestrator.snapshot import Snapshot
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.store.schema import Run
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import (
     Connection,

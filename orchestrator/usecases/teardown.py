@@ -32,8 +32,8 @@ from orchestrator.errors import (
     SelectionError,
 )
 from orchestrator.planning import PLAN_FORMAT, Decided, Plan, PlanItem, Selected, action_counts, make_plan
-from orchestrator.progress import Snapshot
 from orchestrator.selection import Selection, Target
+from orchestrator.snapshot import Snapshot
 from orchestrator.store.repo import Context, Event, Store
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import (

@@ -20,8 +20,8 @@ from orchestrator.clock import RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning
 from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, StoreError
-from orchestrator.store.models import Run
 from orchestrator.store.repo import Event, Store
+from orchestrator.store.schema import Run
 from orchestrator.usecases.connection import connect, connect_targets, settings_for_run, tuning_for_run
 from orchestrator.usecases.context import new_context, new_worker_id
 from orchestrator.usecases.resume import find_run

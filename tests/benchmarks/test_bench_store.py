@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from orchestrator.lifecycle import TaskState
-from orchestrator.store.models import Run
 from orchestrator.store.repo import Change, Context, Event, Store
+from orchestrator.store.schema import Run
 from orchestrator.wire import Exchange
 
 pytestmark = pytest.mark.bench
@@ -57,7 +57,7 @@ def _measure(url: str) -> dict[str, float]:
     run = Run(id=run_id, created_at=NOW, finished_at=None, status="running", project_id="p" * 32,
               endpoint="http://127.0.0.1:1", selection={"all": True}, options={}, actor=ctx.actor,
               ticket=ctx.ticket, reason=ctx.reason, consent="bench", plan_hash=None, exit_code=None,
-              deadline_at=None, head_hash="")
+              head_hash="")
     started = time.perf_counter()
     store.create_run(run, [_task(run_id, j) for j in jobs], ctx,
                      [Event(trigger="plan", job_id=j, to_state="pending") for j in jobs], NOW)

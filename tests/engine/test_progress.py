@@ -18,7 +18,7 @@ from orchestrator.engine.decide import Tracked, stop_plan
 from orchestrator.engine.progress import MAX_EVERY, ProgressBook, next_action
 from orchestrator.engine.tuning import Tuning
 from orchestrator.lifecycle import ACTIVE, TERMINAL, TaskModel, TaskState
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.snapshot import Snapshot, WaitGroup
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

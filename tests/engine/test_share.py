@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.engine.leases import (
+from orchestrator.engine.claims import (
     MIN_SHARE,
     claim_limit,
     claim_preference,

@@ -13,8 +13,8 @@ from reportkit import ACTOR, T0
 from sqlalchemy import update
 
 from orchestrator.lifecycle import TERMINAL, TaskState
-from orchestrator.store.models import ApiCall, Run, Task
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.store.schema import ApiCall, Run, Task
 
 # -- scripted runs: a few tasks with exactly the records the engine writes ------------------------------------
 
@@ -106,7 +106,7 @@ def scripted_run(store: Store, scripts: dict[str, tuple[str, str, list[Step]]], 
     run = Run(id=run_id, created_at=T0, finished_at=None, status="running", project_id="0" * 32,
               endpoint="https://drs.example.invalid", selection={"all": True}, options={}, actor=ctx.actor,
               ticket=ctx.ticket, reason=ctx.reason, consent="yes-flag", plan_hash=None, exit_code=None,
-              deadline_at=None, head_hash="")
+              head_hash="")
     ids = {name: f"{i:08x}-1111-4000-8000-{i:012x}" for i, name in enumerate(scripts)}
     tasks, first = [], [Event(trigger="run_started", detail=f"consent=yes-flag; targets={len(scripts)}")]
     for name, (action, status, _) in scripts.items():

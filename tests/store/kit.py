@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.lifecycle import TaskState
-from orchestrator.store.models import Run
 from orchestrator.store.repo import Context, Event, Store
+from orchestrator.store.schema import Run
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CTX = Context(actor={"os_user": "test", "host": "here"}, worker="tester:1:abcdef", ticket="CHG-1")
@@ -29,7 +29,7 @@ def new_run(run_id: str | None = None, status: str = "planning", project_id: str
     return Run(id=run_id or uuid.uuid4().hex, created_at=NOW, finished_at=None, status=status,
                project_id=project_id, endpoint="http://127.0.0.1:1", selection={"jobs": ["x"]},
                options={"batch_size": 100}, actor=CTX.actor, ticket=CTX.ticket, reason=None, consent="test",
-               plan_hash=None, exit_code=None, deadline_at=None, head_hash="")
+               plan_hash=None, exit_code=None, head_hash="")
 
 
 def task(job: str, **kw: Any) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator.errors import RunBusy, StoreError
-from orchestrator.store.models import Run
 from orchestrator.store.repo import Event, Store
+from orchestrator.store.schema import Run
 from tests.store.kit import CTX, NOW, Child, job_id, new_run, record_run, task
 
 ROUNDS = 25

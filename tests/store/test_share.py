@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from orchestrator.clock import ManualClock
 from orchestrator.engine import Tuning
-from orchestrator.engine.leases import Leases
+from orchestrator.engine.claims import Leases
 from orchestrator.lifecycle import TaskState
 from orchestrator.store.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
 from orchestrator.store.repo import Context, Store
@@ -194,7 +194,7 @@ def test_0003_adds_the_run_a_worker_serves_and_goes_back(url: str) -> None:
         conn.execute(text("insert into workers (id, host, pid, started_at, heartbeat_at) "
                           "values ('w', 'h', 1, :t, :t)"), {"t": NOW})
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0003"
+    assert current_revision(engine) == HEAD_REVISION == "0004"
     with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         command.check(cfg)  # the models and the migrations agree

@@ -81,7 +81,6 @@ class Run(Base):
     consent: Mapped[str] = mapped_column(String(32))
     plan_hash: Mapped[str | None] = mapped_column(String(64))
     exit_code: Mapped[int | None]
-    deadline_at: Mapped[datetime | None]
     # The chain head: appends lock this row, so concurrent writers serialise on it.
     head_seq: Mapped[int] = mapped_column(Integer, default=0)
     head_hash: Mapped[str] = mapped_column(String(64))

@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import StoreError, StoreLost
-from orchestrator.store.models import Run
 from orchestrator.store.records import Context, Event
+from orchestrator.store.schema import Run
 from orchestrator.store.urls import display, scrub
 
 F = TypeVar("F", bound=Callable[..., Any])

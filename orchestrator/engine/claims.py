@@ -29,8 +29,8 @@ from orchestrator.clock import Clock
 from orchestrator.engine.tuning import Tuning
 from orchestrator.errors import OutcomeUnknown, StoreError
 from orchestrator.store.leases import HeldTask, ShareView
-from orchestrator.store.models import Task
 from orchestrator.store.repo import Context, Store
+from orchestrator.store.schema import Task
 
 T = TypeVar("T")
 log = logging.getLogger("drs_teardown.engine")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from orchestrator.cli.render import Progress
     from orchestrator.planning import Plan
-    from orchestrator.progress import Snapshot
+    from orchestrator.snapshot import Snapshot
     from orchestrator.usecases import RunPlan, RunSummary, Teardown
 
 # Each command imports the use cases (and through them the store, the client, pydantic, SQLAlchemy, httpx) and

@@ -1,0 +1,28 @@
+"""runs lose deadline_at: nothing read it (each command's --timeout is its own budget, held by the engine)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01 16:30:00.000000
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0004'
+down_revision: str | None = '0003'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # SQLite (3.35+) drops a plain column in place: no table rebuild, so the audit triggers are untouched.
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
+        batch_op.drop_column('deadline_at')
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
+        batch_op.add_column(sa.Column('deadline_at', sa.DateTime(timezone=True), nullable=True))
