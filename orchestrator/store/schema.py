@@ -78,7 +78,7 @@ class Run(Base):
     actor: Mapped[dict[str, Any]]
     ticket: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
-    consent: Mapped[str] = mapped_column(String(32))
+    consent: Mapped[str] = mapped_column(String(64))
     plan_hash: Mapped[str | None] = mapped_column(String(64))
     exit_code: Mapped[int | None]
     # The chain head: appends lock this row, so concurrent writers serialise on it.
