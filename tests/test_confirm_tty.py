@@ -72,3 +72,13 @@ def test_a_wrong_answer_refuses_and_sends_nothing(sqlite_db: str) -> None:
         assert code == 2, out
         assert "did not match" in out
         assert sim.destructive_calls == []
+
+
+def test_the_confirmation_names_each_order_and_says_it_is_a_billing_action(sqlite_db: str) -> None:
+    with simulator() as (sim, url):
+        job = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED", period_order_id="CS2611011200ABCDE"))
+        env = {**_env(url, sqlite_db), "DRS_TEARDOWN_BSS_ENDPOINT": url}
+        code, out = _run_in_pty(["run", job, "--unsubscribe-prepaid", "--poll-interval", "0.05"], env, "no")
+        assert sim.bss_calls == [] and sim.destructive_calls == []  # refused: nothing sent, not even to BSS
+    assert code == 2, out
+    assert "BILLING ACTION" in out and "CS2611011200ABCDE" in out

@@ -21,6 +21,7 @@ from orchestrator.cli.options import (
     selection_given,
     selection_options,
     tuning_options,
+    unsubscribe_option,
     write_output_file,
 )
 from orchestrator.cli.shell import App, run_async
@@ -141,6 +142,7 @@ def _teardown(app: App, kw: dict[str, Any], *, targets_file: str | None, max_tar
 @click.command(help=PLAN_HELP)
 @selection_options
 @connection_options
+@unsubscribe_option
 @click.option("-o", "--out", "out", metavar="FILE", help="save the plan artifact (JSON + hash); - for stdout")
 @output_option
 @click.pass_obj

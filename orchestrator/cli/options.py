@@ -53,6 +53,13 @@ def connection_options(fn: F) -> F:
     ])
 
 
+def unsubscribe_option(fn: F) -> F:
+    """--unsubscribe-prepaid, on plan (to review what it would do) and on run/resume/worker (to do it)."""
+    return click.option("--unsubscribe-prepaid", is_flag=True, default=None,
+                        help="yearly/monthly tasks: unsubscribe their order through BSS (a billing action, part of "
+                             "the consent), wait for the release without terminate, then delete")(fn)
+
+
 def tuning_options(fn: F) -> F:
     return _apply(fn, [
         click.option("--batch-size", type=click.IntRange(1, 1000), help="ids per batch-jobs call (default 100)"),
@@ -65,9 +72,7 @@ def tuning_options(fn: F) -> F:
         click.option("--record-breakpoint", is_flag=True, default=None,
                      help="send is_show_breakpoint_position with each stop, and record each task's gtid and "
                           "incre_start_position before its delete"),
-        click.option("--unsubscribe-prepaid", is_flag=True, default=None,
-                     help="yearly/monthly tasks: unsubscribe their order through BSS (a billing action, part of the "
-                          "consent), wait for the release without terminate, then delete"),
+        unsubscribe_option,
         click.option("--claim-size", type=click.IntRange(1),
                      help="tasks a worker claims at a time on PostgreSQL (default 100)"),
         click.option("--lease-seconds", type=click.FloatRange(1.0), hidden=True,

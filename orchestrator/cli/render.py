@@ -98,10 +98,18 @@ def summary_table(jobs: list[dict[str, Any]], *, limit: int = ROW_LIMIT) -> Tabl
         table.add_column(col, overflow="fold")
     for j in shown:
         table.add_row(j["job_id"], j.get("name") or "", Text(j["outcome"], style=OUTCOME_STYLE.get(j["outcome"], "")),
-                      j.get("remote_status") or "", j.get("reason") or "")
+                      j.get("remote_status") or "", _reason(j))
     if hidden:
         table.add_row("…", f"{hidden} more (use --output json for all)", "", "", "")
     return table
+
+
+def _reason(job: dict[str, Any]) -> str:
+    """The task's reason, and where its replication stopped when --record-breakpoint read it."""
+    bp = job.get("breakpoint") or {}
+    where = ", ".join(f"{k} {v}" for k, v in (("gtid", bp.get("gtid")), ("position", bp.get("incre_start_position")))
+                      if v)
+    return "\n".join(p for p in (job.get("reason") or "", f"replication stopped at {where}" if where else "") if p)
 
 
 def _run_rank(r: Any) -> int:

@@ -124,7 +124,7 @@ class Engine:
             t.since = now
             t.reason = d.reason if d.reason is not None else t.reason
             t.error_code = d.error_code if d.error_code is not None else t.error_code
-            event = Event.of(step, error_code=d.error_code, request_ids=rids, detail=d.reason)
+            event = Event.of(step, error_code=d.error_code, request_ids=rids, detail=d.reason, values=d.values)
             if step.dest is TaskState.DELETABLE and t.job_id in self._stop_sent:
                 self.book.stopped_to_released(self._stop_sent.pop(t.job_id), now)
         elif d.event is not None:

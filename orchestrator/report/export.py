@@ -11,14 +11,19 @@ from typing import Any
 from orchestrator.errors import StoreError
 from orchestrator.report.formatting import clip, plain
 from orchestrator.store import audit
+from orchestrator.store.records import values_json
 from orchestrator.store.repo import Store, record_dict
 from orchestrator.store.schema import AuditRecord, Run
 
 FORMATS: tuple[str, ...] = ("table", "json", "csv")
 ROW_FIELDS: tuple[str, ...] = (*audit.CHAIN_FIELDS, "hash")
 ACTOR_FIELDS: tuple[str, ...] = ("os_user", "host", "tool", "credential")
+# `values` (an event's structured values: a breakpoint, an unsubscribe's order and resource ids) is optional, as
+# in the chain's encoding: a JSON record has it only when set (an object, hashed as its compact sorted JSON text,
+# like `actor`); the CSV always has the column (that text, or empty).
 CSV_FIELDS: tuple[str, ...] = tuple(
-    name for f in ROW_FIELDS for name in ([f"actor_{a}" for a in ACTOR_FIELDS] if f == "actor" else [f])
+    name for f in ROW_FIELDS
+    for name in ([f"actor_{a}" for a in ACTOR_FIELDS] if f == "actor" else [f, "values"] if f == "detail" else [f])
 )
 # A spreadsheet evaluates a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -41,7 +46,19 @@ def _row(record: AuditRecord) -> dict[str, Any]:
     row = record_dict(record)
     row["at"] = audit.format_time(row["at"])
     row["actor"] = parse_actor(row["actor"])
-    return {name: row.get(name) for name in ROW_FIELDS}
+    out = {name: row.get(name) for name in ROW_FIELDS}
+    if row.get("values") is not None:
+        out = {**{k: v for k, v in out.items() if k not in ("prev_hash", "hash")},
+               "values": parse_values(row["values"]), "prev_hash": out["prev_hash"], "hash": out["hash"]}
+    return out
+
+
+def parse_values(text: str) -> Any:
+    """An event's values as stored (canonical JSON text); text that does not parse is kept verbatim as `raw`."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"raw": text}
 
 
 def parse_actor(text: str | None) -> dict[str, Any]:
@@ -80,6 +97,8 @@ def _csv(rows: Iterable[Mapping[str, Any]]) -> str:
                     flat[f"actor_{a}"] = _cell(actor.get(a))
             else:
                 flat[name] = _cell(row.get(name))
+        values = row.get("values")
+        flat["values"] = "" if values is None else _cell(values_json(values))  # the text that was hashed
         writer.writerow(flat)
     return out.getvalue()
 

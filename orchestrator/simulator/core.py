@@ -129,7 +129,8 @@ class Simulator:
         """The next `times` requests of an API get a fault (times=None: all, until clear_faults).
 
         route: list, batch-status, batch-detail, batch-jobs, tokens, bss-query, bss-unsubscribe.
-        fault: drop_before, drop_after, error_5xx (status=503), latency (ms=1000), and on the read APIs
+        fault: drop_before, drop_after, error_5xx (status=503), error_4xx (status=400, code, message: the call
+        refused as a whole, as BSS or DRS gives it), latency (ms=1000), and on the read APIs
         not_json, truncated, short_read, results_null, array, unknown_status, missing_ids, stale,
         trickle (byte_ms=50), freeze (seconds=0: until the client leaves), huge (mib=32).
         """

@@ -16,7 +16,7 @@ from orchestrator.clock import Clock
 from .answers import ANSWER_FAULTS
 from .profiles import READ_ROUTES, ROUTES, ApiFaults, Profile
 
-TRANSPORT_FAULTS: tuple[str, ...] = ("drop_before", "drop_after", "error_5xx", "latency")
+TRANSPORT_FAULTS: tuple[str, ...] = ("drop_before", "drop_after", "error_5xx", "error_4xx", "latency")
 KNOB_FAULTS: tuple[str, ...] = (*TRANSPORT_FAULTS, *ANSWER_FAULTS)
 
 
@@ -181,5 +181,9 @@ class FaultInjector:
             return Decision(latency=latency, drop_after=True)
         if knob.fault == "error_5xx":
             return Decision(latency=latency, error_status=int(p.get("status", 503)))
+        if knob.fault == "error_4xx":  # the whole call refused, with a service code and message (not applied)
+            return Decision(latency=latency, error_status=int(p.get("status", 400)),
+                            params={"code": str(p.get("code", "CBC.0101")),
+                                    "message": str(p.get("message", "The request was refused."))})
         params = {"byte_ms": faults.trickle_byte_ms, "seconds": faults.freeze_seconds, **p}
         return Decision(latency=latency, answer=knob.fault, params=params)

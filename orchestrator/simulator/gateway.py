@@ -176,6 +176,9 @@ class Gateway:
             return Reply(status, body, {"Retry-After": str(max(1, math.ceil(decision.throttled_for)))})
         if decision.drop_before:
             return Reply(0, mode="drop")
+        if decision.error_status is not None and decision.error_status < 500 and "code" in decision.params:
+            return Reply(decision.error_status, {"error_code": decision.params["code"],
+                                                 "error_msg": decision.params["message"]})
         if decision.error_status is not None:
             return Reply(decision.error_status, _server_error(decision.error_status, request_id, lang))
         return None

@@ -34,6 +34,11 @@ def check_drift(reviewed: Plan, live: Plan, source: str) -> None:
     problems = drift(reviewed, live)
     if problems:
         lines = [f"  drift: {p}" for p in problems[:SHOWN_DIFFERENCES]]
+        now = {i.job_id: i.action for i in live.items}
+        if any(i.action is Action.UNSUBSCRIBE_THEN_DELETE and now.get(i.job_id) is Action.BLOCK
+               for i in reviewed.items):
+            lines.append(f"  {source} was planned with --unsubscribe-prepaid (a billing action): pass it to run "
+                         "as well to execute it")
         raise Refused("\n".join([*lines, f"refused: the live state drifted from the reviewed plan {source} "
                                           f"({len(problems)} difference(s)); nothing was sent. Plan again."]))
 

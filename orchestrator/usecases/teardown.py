@@ -271,7 +271,8 @@ class Teardown:
             assert self.ctx is not None
             self.run_id = begin_run(self.store, self.ctx, self.tuning, self.clock.now(),
                                     project_id=conns[0].project_id, endpoint=conns[0].endpoint,
-                                    selection=self.selection_before_planning(), consent=self.consent,
+                                    selection=self.selection_before_planning(),
+                                    consent=with_billing(self.settings, self.consent),
                                     options=self._options())
             self.claim = rails.own_run(self.store, self.run_id, self.ctx.worker)
         self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,

@@ -38,3 +38,43 @@ def test_without_the_flag_nothing_extra_is_read(tmp_path: Path) -> None:
         td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
     assert td.outcomes == dict.fromkeys(jobs, "deleted")
     assert not [r for r in td.store.records(td.run_id) if r.trigger == "breakpoint"]
+
+
+def test_breakpoints_in_status_audit_exports_and_report(tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from orchestrator.store import audit
+    from tests.kit import cli
+
+    db = sqlite_url(tmp_path)
+    with simulator(profile="fast") as (sim, url):
+        (job,) = add(sim, 1, status="INCRE_TRANSFER_STARTED", db_use_type="sync", engine_type="mysql")
+        td = teardown(sim, url, db, poll_interval=0.05, record_breakpoint=True)
+        gtid, position = sim.jobs[job]["gtid"], sim.jobs[job]["incre_start_position"]
+    env = {"DRS_TEARDOWN_DB": db, "COLUMNS": "400"}
+    shown = f"replication stopped at gtid {gtid}, position {position}"
+    status = cli(["status", td.run_id], env)
+    assert status.exit_code == 0, status.stdout
+    assert all(part in status.stdout for part in ("replication stopped at gtid", gtid, position)), status.stdout
+    # audit JSON: the breakpoint record carries its values, and the export still verifies on its own
+    records = json.loads(cli(["audit", td.run_id, "--format", "json"], env).stdout)
+    (bp,) = [r for r in records if r["trigger"] == "breakpoint"]
+    assert bp["values"] == {"gtid": gtid, "incre_start_position": position} and bp["detail"] == shown
+    as_hashed = [{**r, "actor": json.dumps(r["actor"], sort_keys=True, separators=(",", ":")),
+                  **({"values": json.dumps(r["values"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)}
+                     if "values" in r else {})} for r in records]
+    run = td.store.run(td.run_id)
+    assert run is not None
+    v = audit.verify_chain(td.run_id, as_hashed, run.head_seq, run.head_hash)
+    assert v.ok, v.problem
+    # audit CSV: a values column
+    text = cli(["audit", td.run_id, "--format", "csv"], env).stdout
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    (row,) = [r for r in rows if r["trigger"] == "breakpoint"]
+    assert json.loads(row["values"]) == {"gtid": gtid, "incre_start_position": position} and row["detail"] == shown
+    # the HTML report
+    html = tmp_path / "r.html"
+    assert cli(["report", td.run_id, "--html", str(html)], env).exit_code == 0
+    assert shown in html.read_text(encoding="utf-8")
