@@ -172,6 +172,9 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, target
     return EXIT_OK
 
 
+PLAN_FILE_CAP = 64 * 1024 * 1024  # bytes: a 100,000-task plan is about 40 MiB
+
+
 def _load_reviewed(path: str) -> Plan:
     from orchestrator.planning import load_plan
 
@@ -179,7 +182,14 @@ def _load_reviewed(path: str) -> Plan:
     if not file.is_file():
         raise SelectionError(f"--plan {path}: no such file" if not file.exists() else f"--plan {path}: not a file")
     try:
-        return load_plan(json.loads(file.read_text(encoding="utf-8")), path)
+        with file.open("rb") as fh:
+            data = fh.read(PLAN_FILE_CAP + 1)
+    except OSError as exc:
+        raise SelectionError(f"--plan {path}: cannot read it ({exc.strerror})") from exc
+    if len(data) > PLAN_FILE_CAP:
+        raise SelectionError(f"--plan {path}: larger than {PLAN_FILE_CAP >> 20} MiB; nothing was sent")
+    try:
+        return load_plan(json.loads(data.decode("utf-8")), path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SelectionError(f"--plan {path}: not JSON ({exc})") from exc
 

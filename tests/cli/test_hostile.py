@@ -370,3 +370,22 @@ def test_results_go_to_stdout_so_pipes_and_redirections_work(tmp_path: Path) -> 
     for proc in (run, plan, status, verify, audit, report):
         clean(proc)
 
+
+
+def test_a_ca_bundle_or_a_plan_file_that_is_not_one_is_refused_naming_it(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    huge = tmp_path / "plan.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(65 << 20)  # sparse: 65 MiB of zeros, over the 64 MiB cap
+    with simulator() as (sim, url):
+        env = user_env(url, f"sqlite:///{tmp_path / 'x.db'}")
+        cases = [(["plan", "--all", "--ca-bundle", "/dev/zero"], "--ca-bundle /dev/zero: not a regular file"),
+                 (["plan", "--all", "--ca-bundle", str(junk)], f"--ca-bundle {junk}: not a PEM CA bundle"),
+                 (["run", "--plan", str(huge), "--yes"], f"--plan {huge}: larger than 64 MiB"),
+                 (["run", "--plan", "/dev/zero", "--yes"], "--plan /dev/zero: not a file")]
+        for args, says in cases:
+            proc = drs([*args, "--output", "json"], env)
+            assert proc.returncode == 1 and says in document(proc)["error"], (args, proc.stdout, proc.stderr)
+            clean(proc)
+        assert sim.requests == []
