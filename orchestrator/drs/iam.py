@@ -9,13 +9,14 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 import httpx
 
 from orchestrator.drs.credential import TOKEN_HEADER, Clock, CredentialKind, DrsAuth, utcnow
 from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT
-from orchestrator.drs.reading import MAX_RESPONSE_BYTES, size_text
+from orchestrator.drs.reading import MAX_RESPONSE_BYTES, size_text, too_large
 from orchestrator.errors import AuthError, CredentialError
 
 SUBJECT_TOKEN_HEADER = "X-Subject-Token"
@@ -54,6 +55,11 @@ class _Capped(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _too_large(response: httpx.Response) -> Exception:
+    """A DRS 401 read here (is it APIGW.0307?) is read under the cap as every DRS answer (a malformed answer)."""
+    return too_large("answer", str(response.request.url), MAX_RESPONSE_BYTES, response.status_code)
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,7 @@ class IamPasswordAuth(DrsAuth):
             response = yield request
             if attempt or response.status_code != 401:
                 return
+            response.stream = _Capped(response.stream, partial(_too_large, response))
             response.read()
             if not token_rejected(response):
                 return
@@ -264,6 +271,7 @@ class IamPasswordAuth(DrsAuth):
             response = yield request
             if attempt or response.status_code != 401:
                 return
+            response.stream = _Capped(response.stream, partial(_too_large, response))
             await response.aread()
             if not token_rejected(response):
                 return

@@ -202,3 +202,32 @@ def test_a_huge_iam_token_answer_is_cut_at_the_cap() -> None:
                                           r"than 16 MiB for user acme/alice"):
         asyncio.run(client.status_chunk([JOB]))
     assert len(served) <= 2 * 17  # two attempts, each cut just past 16 MiB of the 1,024 offered
+
+
+def test_a_huge_401_from_drs_is_read_under_the_cap_by_the_iam_flow() -> None:
+    """The IAM flow reads a DRS 401 to see whether the token expired (APIGW.0307): under the cap too, a malformed
+    answer like any other (a read is asked again)."""
+    from orchestrator.drs.iam import IamPasswordAuth
+
+    served: list[int] = []
+
+    async def endless():  # type: ignore[no-untyped-def]
+        for _ in range(1024):
+            served.append(1)
+            yield b"x" * (1 << 20)
+
+    answers = [httpx.Response(401, content=endless()), status_ok()]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/auth/tokens":
+            return httpx.Response(201, json={"token": {"expires_at": "2099-01-01T00:00:00Z"}},
+                                  headers={"X-Subject-Token": "tok-" + "x" * 20})
+        return answers.pop(0)
+
+    clock = FakeClock()
+    auth = IamPasswordAuth("alice", "pw-secret", "acme", project_id=PROJECT, iam_endpoint="https://iam.example.test",
+                           clock=lambda: clock.now())
+    client = DrsClient("https://drs.example.test", PROJECT, auth=auth, transport=httpx.MockTransport(handler),
+                       clock=clock, retry=RetryPolicy(attempts=2))
+    assert asyncio.run(client.status_chunk([JOB]))[JOB].ok
+    assert len(served) <= 17 and answers == []
