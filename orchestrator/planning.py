@@ -282,7 +282,7 @@ async def make_plan(client: DrsClient, selection: Selection, *, endpoint: str, n
                                     unsubscribe_prepaid=unsubscribe_prepaid)
     except BaseException:
         if listing is not None:
-            listing.cancel()
+            _abandon(listing)
         raise
     children.update(await children_of_ids(client, details, selection.job_ids, children, listing))
     # Children go with their parents: planned as tasks of their own, right after the parent.
@@ -382,9 +382,18 @@ async def _stream(client: DrsClient, ids: Sequence[str], children: Mapping[str, 
                 await on_items(items)
     except BaseException:
         for f in reads:
-            f.cancel()
+            _abandon(f)
         raise
     return details
+
+
+def _abandon(future: asyncio.Future[Any]) -> None:
+    """Cancel a call no longer wanted; one that already failed has its error retrieved (the first error is the
+    one raised), or asyncio logs "exception was never retrieved" with a traceback when it is collected."""
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 def _tagged(detail: JobDetail, selection: Selection) -> bool:

@@ -25,7 +25,7 @@ from orchestrator.cli.options import (
     write_output_file,
 )
 from orchestrator.cli.shell import App, run_async
-from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, SelectionError, UsageError
+from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, SelectionError, TeardownError, UsageError
 
 if TYPE_CHECKING:
     import asyncio
@@ -157,13 +157,24 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, target
     doc = run_plan.to_json()
     if out and out != "-":
         write_output_file(out, json.dumps(doc, indent=2) + "\n", "-o")
-    if output == "json" or out == "-":
-        app.emit(doc)
+    refusal: TeardownError | None = None
+    try:
+        td.check(run_plan)  # --max-targets: exit 2 after showing the plan
+    except TeardownError as exc:
+        refusal = exc
+    if output == "json" and refusal is not None:
+        refusal.document = doc  # type: ignore[attr-defined]  # the plan, with the error and its exit code
+    elif output == "json" or out == "-":
+        app.emit({**doc, "exit_code": refusal.exit_code if refusal is not None else EXIT_OK})
     if output == "text":
         _show_plan(app, run_plan, to_stderr=out == "-")
         app.say(f"plan hash {run_plan.hash}" + (f" saved to {out}" if out and out != "-" else ""))
-    td.check(run_plan)  # --max-targets: exit 2 after showing the plan
+    if refusal is not None:
+        raise refusal
     return EXIT_OK
+
+
+PLAN_FILE_CAP = 64 * 1024 * 1024  # bytes: a 100,000-task plan is about 40 MiB
 
 
 def _load_reviewed(path: str) -> Plan:
@@ -173,7 +184,14 @@ def _load_reviewed(path: str) -> Plan:
     if not file.is_file():
         raise SelectionError(f"--plan {path}: no such file" if not file.exists() else f"--plan {path}: not a file")
     try:
-        return load_plan(json.loads(file.read_text(encoding="utf-8")), path)
+        with file.open("rb") as fh:
+            data = fh.read(PLAN_FILE_CAP + 1)
+    except OSError as exc:
+        raise SelectionError(f"--plan {path}: cannot read it ({exc.strerror})") from exc
+    if len(data) > PLAN_FILE_CAP:
+        raise SelectionError(f"--plan {path}: larger than {PLAN_FILE_CAP >> 20} MiB; nothing was sent")
+    try:
+        return load_plan(json.loads(data.decode("utf-8")), path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SelectionError(f"--plan {path}: not JSON ({exc})") from exc
 

@@ -50,7 +50,10 @@ def status(app: App, run_id: str | None, output: str) -> int:
     summary = summarize(store, run.id)
     seen = store.run_status(run)
     if output == "json":
-        app.emit({**summary.to_json(), "status": seen.status, **({"detail": seen.detail} if seen.detail else {})})
+        # The document's exit_code is this command's (0: the run was read); the run's own is run_exit_code.
+        doc = summary.to_json()
+        doc["run_exit_code"], doc["exit_code"] = doc["exit_code"], EXIT_OK
+        app.emit({**doc, "status": seen.status, **({"detail": seen.detail} if seen.detail else {})})
         return EXIT_OK
     app.out.print(f"run {run.id} ({seen.status}{': ' + seen.detail if seen.detail else ''}), "
                   f"project {run.project_id}, "

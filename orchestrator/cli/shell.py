@@ -42,8 +42,9 @@ T = TypeVar("T")
 log = logging.getLogger("drs_teardown.cli")
 # The App of the command being run, for the error mapping (click's context is gone when an error reaches it).
 CURRENT_APP: contextvars.ContextVar[App | None] = contextvars.ContextVar("drs_teardown_app", default=None)
-# scheme://user:PASSWORD@host — the password of any URL in a message (a database URL in an error) is masked.
-URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)@")
+# scheme://user:PASSWORD@host — the password of any URL in a message (a database URL in an error) is masked,
+# up to the last '@' before the host (a password written with an unescaped '@' is masked whole).
+URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s/]+)@")
 GLOBAL_VALUE_OPTIONS = ("--config", "--db", "--language", "--log-format", "--progress-interval")
 
 

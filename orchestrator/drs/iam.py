@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 import httpx
 
 from orchestrator.drs.credential import TOKEN_HEADER, Clock, CredentialKind, DrsAuth, utcnow
 from orchestrator.drs.endpoints import GLOBAL_IAM_ENDPOINT
+from orchestrator.drs.reading import MAX_RESPONSE_BYTES, size_text, too_large
 from orchestrator.errors import AuthError, CredentialError
 
 SUBJECT_TOKEN_HEADER = "X-Subject-Token"
@@ -25,6 +27,41 @@ DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
 FALLBACK_TOKEN_LIFETIME = timedelta(hours=1)
 TOKEN_EXPIRED_CODE = "APIGW.0307"
 MAX_IAM_MESSAGE = 200
+class _Capped(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """An answer's stream that raises `too_large()` once it has given more than the cap (DRS answers' 16 MiB):
+    IAM's answer is read under the same cap as DRS answers, and httpx closes the rest unread."""
+
+    def __init__(self, stream: Any, too_large: Callable[[], Exception], cap: int = MAX_RESPONSE_BYTES) -> None:
+        self._stream, self._too_large, self._cap = stream, too_large, cap
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._cap:
+                raise self._too_large()
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._cap:
+                raise self._too_large()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _too_large(response: httpx.Response) -> Exception:
+    """A DRS 401 read here (is it APIGW.0307?) is read under the cap as every DRS answer (a malformed answer)."""
+    return too_large("answer", str(response.request.url), MAX_RESPONSE_BYTES, response.status_code)
+
+
 @dataclass(frozen=True)
 class _Token:
     value: str
@@ -137,7 +174,8 @@ class IamPasswordAuth(DrsAuth):
                 "name": self._user, "password": self._password, "domain": {"name": self._domain}}}},
             "scope": {"project": self._scope},
         }}
-        headers = {"Content-Type": IAM_CONTENT_TYPE, "Accept": "application/json"}
+        # identity: the cap on the bytes read is then a cap on the body
+        headers = {"Content-Type": IAM_CONTENT_TYPE, "Accept": "application/json", "Accept-Encoding": "identity"}
         if "User-Agent" in original.headers:
             headers["User-Agent"] = original.headers["User-Agent"]
         # Without the client's timeout extension a hand-built request would wait forever on a silent IAM.
@@ -190,6 +228,9 @@ class IamPasswordAuth(DrsAuth):
         reason = f"{type(exc).__name__}: {exc}"
         return self._error(f"could not be reached to get a token ({reason})", retryable=True)
 
+    def _too_large(self) -> AuthError:
+        return self._error(f"answered a token request with more than {size_text(MAX_RESPONSE_BYTES)}", retryable=True)
+
     # -- the flows ----------------------------------------------------------------------------------------
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -201,12 +242,14 @@ class IamPasswordAuth(DrsAuth):
                 token = self._cached(stale)
                 if token is None:
                     token_response = yield self._token_request(request)
+                    token_response.stream = _Capped(token_response.stream, self._too_large)
                     token_response.read()
                     token = self._store(token_response)
             request.headers[TOKEN_HEADER] = token
             response = yield request
             if attempt or response.status_code != 401:
                 return
+            response.stream = _Capped(response.stream, partial(_too_large, response))
             response.read()
             if not token_rejected(response):
                 return
@@ -221,12 +264,14 @@ class IamPasswordAuth(DrsAuth):
                 token = self._cached(stale)
                 if token is None:
                     token_response = yield self._token_request(request)
+                    token_response.stream = _Capped(token_response.stream, self._too_large)
                     await token_response.aread()
                     token = self._store(token_response)
             request.headers[TOKEN_HEADER] = token
             response = yield request
             if attempt or response.status_code != 401:
                 return
+            response.stream = _Capped(response.stream, partial(_too_large, response))
             await response.aread()
             if not token_rejected(response):
                 return

@@ -24,6 +24,10 @@ def parse_url(raw: str) -> URL:
         raise ConfigError("--db: empty database URL (e.g. sqlite:///./drs-teardown.db)")
     if not _SCHEME.match(raw):
         raise ConfigError(f"--db: {raw!r} is a path, not a database URL; write sqlite:///{raw}")
+    if _extra_at(raw):
+        # make_url would end the password at its first '@' and show the rest as the host, in every message.
+        raise ConfigError(f"--db: more than one '@' before the host in {display(raw)}; an '@' in a user name or "
+                          "password is written %40")
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError) as exc:
@@ -57,10 +61,22 @@ def _check_sqlite(raw: str, url: URL) -> URL:
     return url
 
 
+def _extra_at(raw: str) -> bool:
+    """More than one '@' in the part of a server URL that holds user, password and host (not the query)."""
+    match = _SCHEME.match(raw)
+    head = raw[match.end():].partition("?")[0] if match else ""
+    return not head.startswith("/") and head.count("@") > 1
+
+
 def display(url: URL | str) -> str:
     """The URL as shown to a user: never its password."""
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
+    if _extra_at(url):  # an unescaped '@' in the password: everything before the last '@' goes
+        scheme = _SCHEME.match(url)
+        assert scheme is not None
+        head, sep, query = url[scheme.end():].partition("?")
+        return f"{url[:scheme.end()]}***{head[head.rfind('@'):]}{sep}{query}"
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +46,21 @@ def connect(settings: Settings, env: Mapping[str, str], clock: Clock | None = No
     auth: DrsAuth = resolve_credentials(env, settings.auth, project_id=settings.project_id,
                                         region=settings.region, iam_endpoint=endpoints.iam,
                                         insecure_http=settings.insecure_http, on_token=on_token)
-    verify: bool | str = settings.ca_bundle or True
+    verify: bool | str = check_ca_bundle(settings.ca_bundle) if settings.ca_bundle else True
     return Connection(endpoint, settings.project_id, auth, auth.identity, verify, kind=getattr(auth, "kind", None))
+
+
+def check_ca_bundle(path: str) -> str:
+    """The CA bundle as TLS will load it: a regular file of PEM certificates, or a ConfigError naming it."""
+    import ssl
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--ca-bundle {path}: " + ("not a regular file" if os.path.exists(path) else "no such file"))
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"--ca-bundle {path}: not a PEM CA bundle ({exc})") from exc
+    return path
 
 
 def settings_for_target(settings: Settings, target: Target) -> Settings:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from orchestrator.clock import FakeClock
-from orchestrator.drs.client import DrsClient
+from orchestrator.drs.client import DrsClient, RetryPolicy
 from orchestrator.drs.endpoints import check_endpoint_url, resolve_endpoints
 from orchestrator.drs.reading import MAX_RESPONSE_BYTES, size_text
 from orchestrator.errors import ConfigError, MalformedResponse
@@ -172,3 +172,62 @@ def test_a_refused_iam_login_prints_no_runtime_warning() -> None:
                            text=True, cwd=ROOT, timeout=60)
     assert child.stdout.strip() == "AuthFailure", child.stderr
     assert "never awaited" not in child.stderr and "RuntimeWarning" not in child.stderr
+
+
+def test_a_huge_iam_token_answer_is_cut_at_the_cap() -> None:
+    """IAM's answer to a token request is read as a stream under the same 16 MiB cap: a hostile or misrouted IAM
+    streaming without end costs at most the cap (the rest is never read) and ends in an error naming IAM."""
+    from orchestrator.drs.iam import IamPasswordAuth
+    from orchestrator.errors import TransportFailure
+
+    served: list[int] = []
+
+    async def endless():  # type: ignore[no-untyped-def]
+        yield b'{"token": {"expires_at": "'
+        for _ in range(1024):  # 1 GiB, undeclared
+            served.append(1)
+            yield b"x" * (1 << 20)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/auth/tokens":
+            return httpx.Response(201, content=endless())
+        return status_ok()
+
+    clock = FakeClock()
+    auth = IamPasswordAuth("alice", "pw-secret", "acme", project_id=PROJECT, iam_endpoint="https://iam.example.test",
+                           clock=lambda: clock.now())
+    client = DrsClient("https://drs.example.test", PROJECT, auth=auth, transport=httpx.MockTransport(handler),
+                       clock=clock, retry=RetryPolicy(attempts=2))
+    with pytest.raises(TransportFailure, match=r"IAM at https://iam\.example\.test answered a token request with more "
+                                          r"than 16 MiB for user acme/alice"):
+        asyncio.run(client.status_chunk([JOB]))
+    assert len(served) <= 2 * 17  # two attempts, each cut just past 16 MiB of the 1,024 offered
+
+
+def test_a_huge_401_from_drs_is_read_under_the_cap_by_the_iam_flow() -> None:
+    """The IAM flow reads a DRS 401 to see whether the token expired (APIGW.0307): under the cap too, a malformed
+    answer like any other (a read is asked again)."""
+    from orchestrator.drs.iam import IamPasswordAuth
+
+    served: list[int] = []
+
+    async def endless():  # type: ignore[no-untyped-def]
+        for _ in range(1024):
+            served.append(1)
+            yield b"x" * (1 << 20)
+
+    answers = [httpx.Response(401, content=endless()), status_ok()]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/auth/tokens":
+            return httpx.Response(201, json={"token": {"expires_at": "2099-01-01T00:00:00Z"}},
+                                  headers={"X-Subject-Token": "tok-" + "x" * 20})
+        return answers.pop(0)
+
+    clock = FakeClock()
+    auth = IamPasswordAuth("alice", "pw-secret", "acme", project_id=PROJECT, iam_endpoint="https://iam.example.test",
+                           clock=lambda: clock.now())
+    client = DrsClient("https://drs.example.test", PROJECT, auth=auth, transport=httpx.MockTransport(handler),
+                       clock=clock, retry=RetryPolicy(attempts=2))
+    assert asyncio.run(client.status_chunk([JOB]))[JOB].ok
+    assert len(served) <= 17 and answers == []

@@ -54,6 +54,19 @@ def test_sqlite_options_the_store_would_drop_are_refused(tmp_path: Path, suffix:
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("raw", ["postgresql://drs:hunter2@xyzzy@db.example/x", "postgresql://drs:hunter2@xy/zzy@db.example/x",
+                                 "postgresql://drs@xyzzy:hunter2@db.example/x"])
+def test_an_unescaped_at_in_a_password_is_refused_and_never_shown(raw: str) -> None:
+    """make_url ends the password at the first '@' and takes the rest for the host: shown in every message."""
+    with pytest.raises(ConfigError) as caught:
+        parse_url(raw)
+    for shown in (str(caught.value), display(raw)):
+        assert "hunter2" not in shown and "xy" not in shown
+        assert "***@db.example/x" in shown
+    assert "%40" in str(caught.value)
+    assert display("sqlite:///a@b@c/x.db") == "sqlite:///a%40b%40c/x.db" and parse_url("sqlite:///a@b@c/x.db")
+
+
 def test_other_databases_and_drivers_are_config_errors() -> None:
     for url, says in [("mysql://u@h/db", "unsupported"), ("postgresql+asyncpg://h/db", "psycopg"),
                       ("sqlite+pysqlcipher:///x.db", "not supported"), ("sqlite://host/x.db", "not a host"),
