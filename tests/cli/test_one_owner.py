@@ -9,13 +9,42 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from orchestrator.store.repo import Store
+from tests.conftest import PG_ADMIN_URL
 from tests.kit import PROJECT, TOKEN, add, simulator, sqlite_url
 
 ROUNDS = 3
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """A new, empty database per round: a SQLite file, or a PostgreSQL database (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield lambda name: sqlite_url(tmp_path, f"{name}.db")
+        return
+    request.getfixturevalue("pg_url")  # the server is there (or a clear skip)
+    import psycopg
+
+    admin, made = PG_ADMIN_URL.replace("+psycopg", ""), []
+
+    def make(name: str) -> str:
+        db = f"drs_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"')
+        made.append(db)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+
+    yield make
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for db in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def _env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -42,11 +71,14 @@ def _together(args: list[list[str]], env: dict[str, str], cwd: Path) -> list[sub
     return out
 
 
-def test_two_runs_at_once_on_one_file_one_works_the_other_is_refused(tmp_path: Path) -> None:
+def test_two_runs_at_once_on_one_store_one_works_the_other_is_refused(tmp_path: Path,
+                                                                    fresh_db: Callable[[str], str]) -> None:
+    # On PostgreSQL too: two runs started at once on one database used to both pass the overlap check and both
+    # work every task (two stops and two deletes each).
     for n in range(ROUNDS):
-        db = sqlite_url(tmp_path, f"two-{n}.db")
+        db = fresh_db(f"two-{n}")
         with simulator(profile="fast") as (sim, url):
-            jobs = add(sim, 8, status="INCRE_TRANSFER_STARTED")
+            jobs = add(sim, 100, status="INCRE_TRANSFER_STARTED")
             cmd = ["--db", db, "run", "--all", "--yes", "--poll-interval", "0.05", "--output", "json"]
             results = _together([cmd, cmd], _env(url), tmp_path)
             calls = Counter((c["job_id"], c["delete_type"]) for c in sim.destructive_calls)
