@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store.repo import Store
+from orchestrator.store.repo import Holder, Store
 from tests.conftest import PG_ADMIN_URL
 from tests.kit import PROJECT, TOKEN, add, simulator, sqlite_url
 
@@ -127,3 +127,23 @@ def test_two_resumes_behind_a_barrier_one_works_the_other_names_the_holder(tmp_p
         (run,) = store.runs()
         assert store.state_counts(run.id) == {"deleted": 8} and store.verify(run.id).ok
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_owner_recorded_never_carries_the_database_password(pg_url: str, tmp_path: Path) -> None:
+    # The owner's command line (`--db URL`) is written to the run row, named to a process refused and written
+    # into the trail when a dead run is settled: a password in the URL must not go with it.
+    secret = "Pw-DISTINCTIVE-db-4c1e"
+    db = pg_url.replace("://postgres@", f"://postgres:{secret}@")
+    with simulator(profile="fast") as (sim, url):
+        add(sim, 3, status="INCRE_TRANSFER_STARTED")
+        killed = subprocess.run([sys.executable, "-m", "orchestrator", "--db", db, "run", "--all", "--yes",
+                                 "--poll-interval", "0.05", "--output", "json"],
+                                env=_env(url, {"DRS_TEARDOWN_CRASH_AT": "after_response:stop:1"}), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode < 0, killed.stderr
+    store = Store(pg_url)
+    (run,) = store.runs()
+    assert run.owner_command and "--db postgresql+psycopg://postgres:***@" in run.owner_command
+    assert secret not in Holder.of_run(run).describe()  # type: ignore[union-attr]
+    store.close()
