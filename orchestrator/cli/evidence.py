@@ -45,6 +45,9 @@ def status(app: App, run_id: str | None, output: str) -> int:
                 for r in runs]})
         else:
             app.out.print(runs_table(runs) if runs else "no runs yet")
+            for r in runs:  # who held a dead run, and since when
+                if seen[r.id].detail:
+                    app.out.print(f"run {r.id}: {seen[r.id].detail}", markup=False)
         return EXIT_OK
     run = find_run(store, run_id)
     summary = summarize(store, run.id)
