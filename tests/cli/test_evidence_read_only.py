@@ -123,3 +123,10 @@ def test_status_audit_verify_and_report_on_a_read_only_mount(tmp_path: Path) -> 
     code, out, _ = result(8)
     assert code == 4 and f"at revision 0001, this tool needs {HEAD_REVISION}" in json.loads(out)["error"]
     assert _snapshot(src) == before  # not a byte written, no -wal or -shm created
+
+
+def test_status_on_a_database_that_is_not_there_names_the_path_and_creates_nothing(tmp_path: Path) -> None:
+    # E.g. the file was deleted under a run: "no runs yet" alone would read as a clean slate.
+    r = cli(["--db", sqlite_url(tmp_path, "gone.db"), "status"])
+    assert r.exit_code == 0 and f"no runs yet: there is no database at sqlite:///{tmp_path / 'gone.db'}" in r.stdout
+    assert list(tmp_path.iterdir()) == []
