@@ -56,6 +56,16 @@ GROUP_OTHER_BITS = 0o077
 _STANDARD_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+# scheme://user:PASSWORD@host: masked up to the last '@' before the host (a password written with an unescaped
+# '@' is masked whole).
+URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s/]+)@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it (scheme://user:password@…) replaced by '***'."""
+    return URL_PASSWORD.sub(r"\1***@", text)
+
+
 def mask_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """A copy of the headers, fit to log: every sensitive value replaced by '***'."""
     items = headers.items() if isinstance(headers, Mapping) else headers

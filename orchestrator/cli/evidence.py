@@ -44,7 +44,11 @@ def status(app: App, run_id: str | None, output: str) -> int:
                  **({"detail": seen[r.id].detail} if seen[r.id].detail else {})}
                 for r in runs]})
         else:
-            app.out.print(runs_table(runs) if runs else "no runs yet")
+            none = "no runs yet" if store is not None else f"no runs yet: there is no database at {app.settings().db}"
+            app.out.print(runs_table(runs) if runs else none, markup=False)
+            for r in runs:  # who held a dead run, and since when
+                if seen[r.id].detail:
+                    app.out.print(f"run {r.id}: {seen[r.id].detail}", markup=False)
         return EXIT_OK
     run = find_run(store, run_id)
     summary = summarize(store, run.id)

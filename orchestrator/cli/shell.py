@@ -11,7 +11,6 @@ import contextvars
 import json
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,7 +23,7 @@ import click
 from orchestrator.cli.logs import LOG_CONTEXT, say_log, setup_logging
 from orchestrator.config import load_settings
 from orchestrator.errors import EXIT_ERROR, EXIT_INTERRUPTED, Interrupted, TeardownError
-from orchestrator.secrets import SecretRedactingFilter, collect_secrets, refuse_secret_in_argv
+from orchestrator.secrets import SecretRedactingFilter, collect_secrets, mask_url_passwords, refuse_secret_in_argv
 
 if TYPE_CHECKING:
     import asyncio
@@ -42,9 +41,6 @@ T = TypeVar("T")
 log = logging.getLogger("drs_teardown.cli")
 # The App of the command being run, for the error mapping (click's context is gone when an error reaches it).
 CURRENT_APP: contextvars.ContextVar[App | None] = contextvars.ContextVar("drs_teardown_app", default=None)
-# scheme://user:PASSWORD@host — the password of any URL in a message (a database URL in an error) is masked,
-# up to the last '@' before the host (a password written with an unescaped '@' is masked whole).
-URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s/]+)@")
 GLOBAL_VALUE_OPTIONS = ("--config", "--db", "--language", "--log-format", "--progress-interval")
 
 
@@ -107,10 +103,6 @@ class App:
             say_log.log(level, message)
         else:
             self.err.print(message, markup=False, highlight=False)
-
-
-def mask_url_passwords(text: str) -> str:
-    return URL_PASSWORD.sub(r"\1***@", text)
 
 
 def _console(*, stderr: bool) -> Console:

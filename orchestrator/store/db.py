@@ -7,7 +7,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from orchestrator.errors import StoreError
 from orchestrator.store.connections import make_engine
@@ -25,6 +25,8 @@ DEFAULT_URL = "sqlite:///./drs-teardown.db"
 HEAD_REVISION = "0004"
 # Every revision this tool knows, oldest first: a database at an unknown one was written by a newer tool.
 REVISIONS = ("0001", "0002", "0003", "0004")
+# The PostgreSQL advisory lock key (64-bit, this tool's own) held while migrating.
+MIGRATION_LOCK_KEY = 0x6472_7374_0000_0001
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -46,6 +48,13 @@ def upgrade(engine: Engine) -> None:
 
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes starting at once on a fresh database (a run and its workers) migrate one at a time: the
+            # others wait here for the first one's commit, then find the schema current. (SQLite's BEGIN
+            # IMMEDIATE serialises them already.)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            if _revision(conn) == HEAD_REVISION:
+                return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
@@ -53,9 +62,13 @@ def upgrade(engine: Engine) -> None:
 def current_revision(engine: Engine) -> str | None:
     """The applied revision, read directly from alembic_version."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def check_revision(engine: Engine) -> None:

@@ -45,6 +45,19 @@ class Ownership(StoreCore):
                 self._mark_released(run_id, me)
             release()
 
+    @contextmanager
+    def exclusive(self, name: str, holder: str) -> Iterator[None]:
+        """Hold the store-wide lock `name` for the block, or RunBusy at once: steps two processes must not
+        interleave, such as a new run's overlap check and its recording. Released when the process dies (a file
+        lock on SQLite, a session's advisory lock on PostgreSQL)."""
+        if self.read_only:
+            raise StoreError(f"{self.url} is open read-only: nothing can be recorded in it")
+        release = self._take_exclusive(name, Holder.here(holder, name))
+        try:
+            yield
+        finally:
+            release()
+
     def owns(self, run_id: str) -> bool:
         return run_id in self._owned
 
@@ -110,6 +123,10 @@ class Ownership(StoreCore):
 
     def _take_run(self, run_id: str, me: Holder) -> Callable[[], None]:
         """Take the run for `me` (RunBusy if a live process holds it); returns how to let it go."""
+        raise NotImplementedError
+
+    def _take_exclusive(self, name: str, me: Holder) -> Callable[[], None]:
+        """Take the store-wide lock `name` (RunBusy if another holds it); returns how to let it go."""
         raise NotImplementedError
 
     def _settle(self, run: Run, interrupt: Callable[[Any], bool]) -> bool:

@@ -4,6 +4,7 @@ database's clock, and one owner per run by compare-and-set on the run row, kept 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -138,6 +139,33 @@ class PostgresStore(Store, dialect="postgresql"):
         beat = _Heartbeat(self, run_id, me.id, self.owner_expiry.total_seconds() / 4)
         beat.start()
         return beat.stop
+
+    def _take_exclusive(self, name: str, me: Holder) -> Callable[[], None]:
+        # A session-level advisory lock on a connection of its own, held for the block: the server drops it
+        # with the connection if this process dies.
+        key = int.from_bytes(hashlib.sha256(f"drs-teardown {name}".encode()).digest()[:8], "big", signed=True)
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
+            conn.commit()
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise RunBusy(f"{name} is held by another process")
+
+        def release() -> None:
+            try:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()
+            except Exception:
+                conn.invalidate()  # never hand a connection that may still hold the lock back to the pool
+            finally:
+                conn.close()
+
+        return release
 
     def beat(self, run_id: str, holder: str) -> bool:
         """Renew the owner's heartbeat; False if the run is no longer ours (taken over after an expiry)."""

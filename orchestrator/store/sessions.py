@@ -42,12 +42,12 @@ def retrying(fn: F) -> F:
                 # A deadlock or serialisation failure rolled the whole transaction back: safe to run it again.
                 if not self._transient(exc) or attempt == 5:
                     self.check_alive()
-                    raise StoreError(f"database error: {self.scrub(str(exc.orig or exc))}") from exc
+                    raise StoreError(f"database error on {self.url}: {self.scrub(str(exc.orig or exc))}") from exc
                 time.sleep(delay)
                 delay *= 2
             except SQLAlchemyError as exc:
                 self.check_alive()
-                raise StoreError(f"database error: {self.scrub(str(exc))}") from exc
+                raise StoreError(f"database error on {self.url}: {self.scrub(str(exc))}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     return wrapper  # type: ignore[return-value]

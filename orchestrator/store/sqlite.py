@@ -185,6 +185,11 @@ class SqliteStore(Store, dialect="sqlite"):
             raise
         return lock.release
 
+    def _take_exclusive(self, name: str, me: Holder) -> Callable[[], None]:
+        if self.path is None:
+            return lambda: None  # an in-memory database: this process is the only one
+        return RunLock.take(self._lock_base(), name, me).release
+
     def _owner_alive(self, run: Run) -> bool:
         if self.path is None:
             return run.id in self._owned

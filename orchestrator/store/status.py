@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.secrets import mask_url_passwords
 from orchestrator.store.schema import Run
 
 
@@ -30,9 +31,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def command_line() -> str:
-    """What this process was started as, for naming it to the one refused (never its environment)."""
+    """What this process was started as, for naming it to the one refused (never its environment, nor the
+    password of a `--db postgresql://user:password@…`: this is written to the run row and the lock file)."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return " ".join([name, *sys.argv[1:3]])[:200]
+    return mask_url_passwords(" ".join([name, *sys.argv[1:3]]))[:200]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from orchestrator.planning import Action, Plan, drift
 from orchestrator.store.repo import Store
 
 ACTIONABLE = frozenset({Action.STOP_THEN_DELETE, Action.DELETE, Action.WAIT, Action.UNSUBSCRIBE_THEN_DELETE})
-NEW_RUNS_LOCK = "new-runs"  # the SQLite lock taken while a new run checks for overlap and records itself
+NEW_RUNS_LOCK = "new-runs"  # the store-wide lock held while a new run checks for overlap and records itself
 SHOWN_DIFFERENCES = 50
 
 
@@ -81,15 +81,13 @@ def own_run(store: Store, run_id: str, holder: str) -> RunClaim:
 
 @contextlib.contextmanager
 def creating_runs(store: Store, holder: str, *, wait: float = 30.0) -> Iterator[None]:
-    """Serialise "check overlap, then record" between processes on one SQLite store, so two runs started at once
-    cannot both pass the overlap check (PostgreSQL runs share through leases; this is SQLite's one-owner rule)."""
-    if store.shared:
-        yield
-        return
+    """Serialise "check overlap, then record" between processes on one store (SQLite or PostgreSQL, any hosts),
+    so two runs started at once cannot both pass the overlap check and both work the same tasks."""
     deadline = time.monotonic() + wait
     while True:
         try:
-            claim = own_run(store, NEW_RUNS_LOCK, holder)
+            hold = store.exclusive(NEW_RUNS_LOCK, holder)
+            hold.__enter__()
             break
         except RunBusy:
             if time.monotonic() >= deadline:
@@ -98,4 +96,4 @@ def creating_runs(store: Store, holder: str, *, wait: float = 30.0) -> Iterator[
     try:
         yield
     finally:
-        claim.release()
+        hold.__exit__(None, None, None)

@@ -29,7 +29,7 @@ from orchestrator.usecases.connection import (
 )
 from orchestrator.usecases.context import new_context
 from orchestrator.usecases.recording import add_plan, needs_planning, note_unplanned
-from orchestrator.usecases.summary import RunSummary
+from orchestrator.usecases.summary import RunSummary, summarize
 from orchestrator.usecases.teardown import (
     ClientFactory,
     execute_run,
@@ -81,6 +81,10 @@ class Resumption:
 
     async def execute(self, *, progress: Callable[[Snapshot], None] | None = None,
                       stop_event: asyncio.Event | None = None) -> RunSummary:
+        if self.run.status == "finished":  # finished by its owner between our pick and our claim: nothing to do
+            if self.claim is not None:
+                self.claim.release()
+            return summarize(self.store, self.run.id)
         if needs_planning(self.run):
             await self._plan_the_rest()
         self.store.set_run(self.run.id, status="running")
@@ -125,6 +129,9 @@ def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str,
     claim = rails.own_run(store, run.id, ctx.worker)  # before any intent: refused while another process works it
     tuning = tuning_for_run(settings, run.options, flags)
     clock = clock or RealClock()
+    run = store.run(run.id) or run  # as it is now that we hold it: its owner may have finished it meanwhile
+    if run.status == "finished":
+        return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)
     store.append_events(run.id, ctx, [Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],
                         clock.now())
     return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)

@@ -48,3 +48,27 @@ def test_stopped_while_planning_then_resume_plans_and_deletes_everything(sqlite_
         assert [r.trigger for r in store.records(run.id)][:2] == ["run_recorded", "run_interrupted"]
         assert "run_resumed" in {r.trigger for r in store.records(run.id)}
         assert store.verify(run.id).ok
+
+
+def test_a_run_finished_between_the_pick_and_the_claim_is_not_worked_again(sqlite_db: str) -> None:
+    # Two resumes: the second picks the run while the first works it, and gets the claim only once the first
+    # has finished it. It must send nothing and leave the finished trail as it is.
+    with simulator() as (sim, url):
+        sim.add_jobs(2, JobSpec(status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration"))
+        store = Store(sqlite_db)
+        s = settings(url, sqlite_db)
+        td = Teardown(s, ENV, selection=Selection(all=True), consent="runbook", store=store)
+        stop = asyncio.Event()
+        stop.set()
+        with pytest.raises(Interrupted):
+            asyncio.run(td.plan(stop))
+        picked = pick_run(store, None)  # the second resume's pick: unfinished
+        assert picked is not None and picked.status != "finished"
+        first = prepare_resume(store, picked, s.model_copy(update={"project_id": None}), ENV, {})
+        assert asyncio.run(first.execute()).exit_code == 0
+        calls, records = len(sim.destructive_calls), len(store.records(picked.id))
+        late = prepare_resume(store, picked, s.model_copy(update={"project_id": None}), ENV, {})
+        summary = asyncio.run(late.execute())
+        assert summary.exit_code == 0 and summary.counts == {"deleted": 2}
+        assert len(sim.destructive_calls) == calls and len(store.records(picked.id)) == records
+        assert store.run(picked.id).status == "finished" and store.verify(picked.id).ok  # type: ignore[union-attr]

@@ -228,3 +228,18 @@ def test_one_lock_per_database_file_however_its_path_is_spelled(tmp_path: Path) 
     finally:
         a.close()
         b.close()
+
+
+def test_the_store_wide_lock_excludes_another_store_until_released(url: str, store: Store) -> None:
+    # What serialises a new run's overlap check and its recording between processes, on SQLite and PostgreSQL.
+    other = Store(url)
+    try:
+        with store.exclusive("new-runs", "first"):
+            with pytest.raises(RunBusy), other.exclusive("new-runs", "second"):
+                pass
+            with other.exclusive("something-else", "second"):
+                pass
+        with other.exclusive("new-runs", "second"):
+            pass
+    finally:
+        other.close()
