@@ -4,6 +4,7 @@ an engine (`config.attributes["engine"]`), or, for the alembic command line only
 from __future__ import annotations
 
 from alembic import context
+import sqlalchemy as sa
 from sqlalchemy import engine_from_config, pool
 
 from orchestrator.store.schema import Base
@@ -12,12 +13,22 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _compare_type(ctx: object, inspected: object, metadata: object, inspected_type: sa.types.TypeEngine,
+                  metadata_type: sa.types.TypeEngine) -> bool | None:
+    """SQLite does not enforce a VARCHAR's length, so a length-only difference is none there (migrations widen
+    such columns on PostgreSQL only: on SQLite the change would rebuild a parent table under its foreign keys)."""
+    if (ctx.dialect.name == "sqlite"  # type: ignore[attr-defined]
+            and all(type(t) in (sa.String, sa.VARCHAR) for t in (inspected_type, metadata_type))):
+        return False
+    return None  # Alembic's own comparison
+
+
 def _run(connection: object) -> None:
     context.configure(
         connection=connection,  # type: ignore[arg-type]
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite cannot ALTER most things in place
-        compare_type=True,
+        compare_type=_compare_type,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,16 +18,23 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _postgres() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
+
+
 def upgrade() -> None:
-    # On SQLite the type change rebuilds `runs` (batch mode copies it); runs carries no triggers.
-    with op.batch_alter_table('runs', schema=None) as batch_op:
+    # Both in place. SQLite (3.35+) drops a plain column without a rebuild; it does not enforce a VARCHAR's length,
+    # and widening it there would rebuild `runs` under the tasks' foreign keys (env.py's type comparison knows).
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('deadline_at')
-        batch_op.alter_column('consent', existing_type=sa.String(length=32), type_=sa.String(length=64),
-                              existing_nullable=False)
+    if _postgres():
+        op.alter_column('runs', 'consent', existing_type=sa.String(length=32), type_=sa.String(length=64),
+                        existing_nullable=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.alter_column('consent', existing_type=sa.String(length=64), type_=sa.String(length=32),
-                              existing_nullable=False)
+    if _postgres():
+        op.alter_column('runs', 'consent', existing_type=sa.String(length=64), type_=sa.String(length=32),
+                        existing_nullable=False)
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('deadline_at', sa.DateTime(timezone=True), nullable=True))
