@@ -25,15 +25,17 @@ class Feed:
         self.arrived = asyncio.Event()  # set when rows are waiting or planning finished
         self.done = False
         self.failure: BaseException | None = None
+        self.discarded = False  # nothing matched: the run was removed, the engine ends without recording
 
     def push(self, rows: Iterable[Any]) -> None:
         """Rows committed to the store (their tasks and `plan` records): the engine may act on them now."""
         self._rows.extend(rows)
         self.arrived.set()
 
-    def finish(self, failure: BaseException | None = None) -> None:
-        """Planning is over: every task of the plan was pushed, or `failure` stopped it."""
-        self.done, self.failure = True, failure
+    def finish(self, failure: BaseException | None = None, *, discarded: bool = False) -> None:
+        """Planning is over: every task of the plan was pushed, or `failure` stopped it, or (`discarded`) the
+        selection matched nothing and the run recorded before planning is gone."""
+        self.done, self.failure, self.discarded = True, failure, discarded
         self.arrived.set()
 
     def take(self) -> list[Any]:

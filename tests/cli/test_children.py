@@ -1,0 +1,89 @@
+"""Nothing left behind (issue 11), over loopback as a user would: re-edit children go with their parent whether it
+is selected by a filter or by its id, in both shapes of the list (children only in `children[]`, or also as
+top-level rows); dual-active children are named in their parent's plan item; `demo` fails when its world keeps a
+task it should have removed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.simulator import JobSpec
+from tests.kit import PROJECT, TOKEN, cli, simulator
+
+FAST = ["--poll-interval", "0.05"]
+NAME = "crm-dev-sync-014"
+
+
+def _env(url: str, db: str) -> dict[str, str]:
+    return {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_ENDPOINT": url, "DRS_TEARDOWN_PROJECT_ID": PROJECT,
+            "DRS_TEARDOWN_DB": db}
+
+
+@pytest.mark.parametrize("top_level", [False, True], ids=["children-only", "children-also-rows"])
+@pytest.mark.parametrize("by", ["filter", "glob", "parent-id", "all"])
+def test_reedit_children_are_selected_with_their_parent_and_removed_first(by: str, top_level: bool,
+                                                                          sqlite_db: str) -> None:
+    with simulator() as (sim, url):
+        sim.configure(children_top_level=top_level)
+        parent = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync", name=NAME, children=2,
+                                     child_status="CHILD_TRANSFER_COMPLETE"))
+        children = list(sim.jobs[parent]["child_ids"])
+        other = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED", name="orders-live-001"))
+        args = {"filter": ["--name", NAME], "glob": ["--name", f"{NAME}*"], "parent-id": [parent.upper()],
+                "all": ["--all"]}[by]
+        env = _env(url, sqlite_db)
+        shown = cli(["plan", *args, "--output", "json"], env)
+        assert shown.exit_code == 0, shown.output
+        items = {i["job_id"]: i for i in json.loads(shown.stdout)["items"]}
+        family = {parent, *children}
+        assert family <= set(items) and len(items) == len(family) + (by == "all")
+        assert all(items[c]["parent_job_id"] == parent for c in children)
+        r = cli(["run", *args, "--yes", "--output", "json", *FAST], env)
+        doc = json.loads(r.stdout)
+        assert r.exit_code == doc["exit_code"] == 0, r.output
+        assert {j["job_id"]: j["outcome"] for j in doc["jobs"] if j["job_id"] in family} == \
+            dict.fromkeys(family, "deleted")
+        assert doc["left_behind"] == []
+        assert all(sim.status_of(j) in ("DELETED", None) for j in family)  # the simulator's world, not the plan
+        assert (sim.status_of(other) in ("DELETED", None)) is (by == "all")
+        calls = sim.destructive_calls
+        first_parent_call = min(i for i, c in enumerate(calls) if c["job_id"] == parent)
+        child_deletes = [i for i, c in enumerate(calls) if c["job_id"] in children and c["delete_type"] == "delete"
+                         and c["result"] == "success"]
+        assert len(child_deletes) == 2 and max(child_deletes) < first_parent_call  # children first
+        assert dict(sim.violations) == {}
+
+
+def test_dual_active_children_are_named_in_their_parents_plan_item(sqlite_db: str) -> None:
+    with simulator() as (sim, url):
+        parent = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="cloudDataGuard",
+                                     engine_type="cloudDataGuard-mysql", multi_write=True, children=2))
+        children = sim.jobs[parent]["child_ids"]
+        shown = cli(["plan", parent, "--output", "json"], _env(url, sqlite_db))
+    items = {i["job_id"]: i for i in json.loads(shown.stdout)["items"]}
+    assert sorted(items[parent]["children"]) == sorted(children)
+    assert all(items[c]["action"] == "skip" and items[c]["parent_job_id"] == parent for c in children)
+
+
+def test_demo_fails_when_its_world_keeps_a_task_it_should_have_removed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The old planner took only the list's top-level rows: a re-edit child was never planned, and `demo` (which
+    checked only the plan) said ok. Planning that drops the children again must make `demo` fail."""
+    from orchestrator import planning
+
+    real = planning.make_plan
+
+    async def without_reedit_children(*a, **kw):  # type: ignore[no-untyped-def]
+        plan = await real(*a, **kw)
+        reedit = ("CHILD_", "RELEASE_CHILD")
+        kept = tuple(i for i in plan.items if not (i.parent_job_id and (i.status or "").startswith(reedit)))
+        assert len(kept) < len(plan.items), "the demo world has a re-edit child"
+        return type(plan)(project_id=plan.project_id, endpoint=plan.endpoint, selection=plan.selection, items=kept,
+                          created_at=plan.created_at, listed=plan.listed)
+
+    monkeypatch.setattr("orchestrator.usecases.teardown.make_plan", without_reedit_children)
+    r = cli(["demo", "--profile", "fast", "--poll-interval", "0.05", "--output", "json"], {}, cwd=tmp_path)
+    d = json.loads(r.stdout)
+    assert r.exit_code == d["exit_code"] == 1 and d["demo_ok"] is False
+    assert any("still in the world" in p for p in d["problems"]), d["problems"]
