@@ -87,3 +87,23 @@ def test_demo_fails_when_its_world_keeps_a_task_it_should_have_removed(tmp_path,
     d = json.loads(r.stdout)
     assert r.exit_code == d["exit_code"] == 1 and d["demo_ok"] is False
     assert any("still in the world" in p for p in d["problems"]), d["problems"]
+
+
+def test_a_worker_never_closes_a_run_interrupted_while_planning(pg_url: str) -> None:
+    """A signal on the first list call leaves an interrupted run with no task (its plan was never recorded): a
+    worker finds no task left, but must not record it finished (exit 0, nothing deleted); `resume` plans it."""
+    from tests.cli.test_contract import cli_process
+
+    with simulator() as (sim, url):
+        jobs = [sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED")) for _ in range(2)]
+        env = _env(url, pg_url)
+        signal_on_list = {**env, "DRS_TEARDOWN_CRASH_AT": "after_send:list:1:TERM"}
+        stopped = cli_process(["run", "--all", "--yes", *FAST], signal_on_list)
+        assert stopped.returncode == 130, stopped.stderr
+        w = cli(["worker", "--output", "json", *FAST], env)
+        assert w.exit_code == 0 and json.loads(w.stdout)["runs"] == [] and "not fully planned" in w.stderr
+        st = json.loads(cli(["status", "--output", "json"], {"DRS_TEARDOWN_DB": pg_url}).stdout)["runs"]
+        assert [r["status"] for r in st] == ["interrupted"]
+        resumed = cli(["resume", "--output", "json", *FAST], env)
+        assert resumed.exit_code == 0 and json.loads(resumed.stdout)["counts"] == {"deleted": 2}, resumed.output
+        assert all(sim.status_of(j) in ("DELETED", None) for j in jobs)
