@@ -81,12 +81,14 @@ def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,
         if item.action is Action.SKIP:
             events.append(Event.of(lifecycle.fire(model, "skip"), detail=item.reason))
         elif item.action is Action.BLOCK:
-            events.append(Event.of(lifecycle.fire(model, "block"), detail=item.reason))
+            # An id the service refused itself (DRS.M00202) ends failed with that code; anything else blocked.
+            events.append(Event.of(lifecycle.fire(model, "fail" if item.error_code else "block"), detail=item.reason,
+                                   error_code=item.error_code))
         row = {"run_id": run_id, "job_id": item.job_id, "name": item.name, "db_use_type": item.db_use_type,
                "engine_type": item.engine_type, "parent_job_id": item.parent_job_id,
                "order_id": item.order_id, "planned_action": item.action.value, "plan_status": item.status,
                "state": model.state, "last_status": item.status, "last_observed_at": now,
-               "reason": item.reason if model.state in TERMINAL else None, "error_code": None,
+               "reason": item.reason if model.state in TERMINAL else None, "error_code": item.error_code,
                "stop_attempts": 0, "forced": False, "busy_retries": 0, "resends": 0,
                "phase_started_at": now, "next_check_at": now, "unchanged_polls": 0, "lease_owner": None,
                "lease_expires_at": None, "updated_at": now}

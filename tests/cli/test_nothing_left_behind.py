@@ -107,3 +107,40 @@ def test_a_worker_never_closes_a_run_interrupted_while_planning(pg_url: str) -> 
         resumed = cli(["resume", "--output", "json", *FAST], env)
         assert resumed.exit_code == 0 and json.loads(resumed.stdout)["counts"] == {"deleted": 2}, resumed.output
         assert all(sim.status_of(j) in ("DELETED", None) for j in jobs)
+
+
+def test_a_call_refused_for_one_id_is_split_that_id_fails_with_the_code_and_the_rest_are_deleted(
+        sqlite_db: str) -> None:
+    """A runbook's ids are not checked locally (the CLI's are): a non-hex id makes the service refuse the whole
+    batch-detail call (400 DRS.M00202, naming no id). The call is split until that id is alone; it ends failed
+    with the code (read once, not re-read as a bad answer), the valid ids of the same call are deleted."""
+    import asyncio
+
+    from orchestrator.selection import Selection
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Teardown
+    from tests.kit import settings
+
+    with simulator() as (sim, url):
+        jobs = [sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED")) for _ in range(5)]
+        bad = "656gbd72-0000-4000-8000-000000000000"
+        store = Store(sqlite_db)
+        td = Teardown(settings(url, sqlite_db), {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN},
+                      selection=Selection(job_ids=(*jobs, bad)), consent="runbook", store=store)
+
+        async def go():  # type: ignore[no-untyped-def]
+            plan = await td.plan()
+            td.record()
+            return plan, await td.execute()
+
+        plan, summary = asyncio.run(go())
+        refused = [r for r in sim.requests if r.get("route") == "batch-detail" and r.get("status") == 400]
+    (item,) = [i for i in plan.items if i.job_id == bad]
+    assert item.error_code == "DRS.M00202" and "DRS.M00202" in item.reason
+    outcomes = {j["job_id"]: j for j in summary.jobs}
+    assert outcomes[bad]["outcome"] == "failed" and "DRS.M00202" in outcomes[bad]["reason"]
+    assert all(outcomes[j]["outcome"] == "deleted" for j in jobs) and summary.exit_code == 3
+    (task,) = [t for t in store.tasks(td.run_id) if t.job_id == bad]
+    assert task.error_code == "DRS.M00202"
+    assert len(refused) <= 4  # 6 ids narrowed by halving to the one (no re-reads of a definite refusal)
+    assert bad not in {c["job_id"] for c in sim.destructive_calls}
