@@ -4,7 +4,7 @@ stops go out while the rest of the plan is still being read (issue 16)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 UNPLANNED = "unplanned_targets"  # in Run.options: target label -> why its planning failed (resume retries it)
@@ -26,6 +26,8 @@ class Feed:
         self.done = False
         self.failure: BaseException | None = None
         self.discarded = False  # nothing matched: the run was removed, the engine ends without recording
+        # Called before the engine records how the run ended (the planner opens the run's trail, if not yet).
+        self.before_end: Callable[[], None] | None = None
 
     def push(self, rows: Iterable[Any]) -> None:
         """Rows committed to the store (their tasks and `plan` records): the engine may act on them now."""

@@ -110,6 +110,7 @@ class Recorder:
     def __init__(self, td: Teardown, feed: Feed, on_opened: Callable[[str], None] | None = None) -> None:
         self.td, self.feed, self.on_opened = td, feed, on_opened
         self.opened = False  # the run's trail has its first record (`run_recorded`)
+        feed.before_end = self._open
         self.selected = 0  # the selection's size over all targets (what --max-targets counts first)
         self.owner: dict[str, str] = {}  # job id -> target label (a task belongs to one target)
         self.recorded: set[str] = set()

@@ -100,6 +100,12 @@ def test_a_worker_never_closes_a_run_interrupted_while_planning(pg_url: str) -> 
         signal_on_list = {**env, "DRS_TEARDOWN_CRASH_AT": "after_send:list:1:TERM"}
         stopped = cli_process(["run", "--all", "--yes", *FAST], signal_on_list)
         assert stopped.returncode == 130, stopped.stderr
+        from orchestrator.store.repo import Store
+
+        store = Store(pg_url)
+        (run,) = store.runs()
+        # The trail opens before the interruption is recorded (a signal while listing: the run stays).
+        assert [r.trigger for r in store.records(run.id)] == ["run_recorded", "run_interrupted"]
         w = cli(["worker", "--output", "json", *FAST], env)
         assert w.exit_code == 0 and json.loads(w.stdout)["runs"] == [] and "not fully planned" in w.stderr
         st = json.loads(cli(["status", "--output", "json"], {"DRS_TEARDOWN_DB": pg_url}).stdout)["runs"]
