@@ -292,7 +292,8 @@ class Teardown:
                 self.release()  # an empty match records no run: the bare row recorded before planning is gone
                 self.run_id = None
             else:
-                open_run(self.store, self.run_id, self.ctx, self.clock.now(), self.consent)
+                open_run(self.store, self.run_id, self.ctx, self.clock.now(),
+                         with_billing(self.settings, self.consent or ""))
                 if empty:
                     self.store.finish_run(self.run_id, self.ctx, Event(trigger="run_finished", outcome="0",
                                                                        detail=empty), self.clock.now(), 0)

@@ -150,3 +150,25 @@ def test_a_call_refused_for_one_id_is_split_that_id_fails_with_the_code_and_the_
     assert task.error_code == "DRS.M00202"
     assert len(refused) <= 4  # 6 ids narrowed by halving to the one (no re-reads of a definite refusal)
     assert bad not in {c["job_id"] for c in sim.destructive_calls}
+
+
+def test_the_trail_opens_with_the_consent_the_run_row_keeps_billing_mark_included(sqlite_db: str) -> None:
+    import asyncio
+
+    from orchestrator.selection import Selection
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Teardown
+    from tests.kit import settings
+
+    with simulator() as (sim, url):
+        sim.add_job(JobSpec(status="CREATE_FAILED"))
+        store = Store(sqlite_db)
+        td = Teardown(settings(url, sqlite_db, unsubscribe_prepaid=True, bss_endpoint=url),
+                      {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}, selection=Selection(all=True), consent="runbook",
+                      store=store)
+        asyncio.run(td.plan())
+        td.release()
+    run = store.run(td.run_id or "")
+    assert run is not None and run.consent == "runbook+unsubscribe-prepaid"
+    (opened,) = [r for r in store.records(run.id) if r.trigger == "run_recorded"]
+    assert opened.detail == "consent=runbook+unsubscribe-prepaid; planning"
