@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.drs.client import DrsClient
-from orchestrator.drs.codes import NOT_FOUND_CODES, StatusClass, classify
+from orchestrator.drs.codes import INVALID_PARAMETER_CODES, NOT_FOUND_CODES, StatusClass, classify
 from orchestrator.drs.models import DB_USE_TYPES, JobDetail, JobInfo
 from orchestrator.errors import DrsError, SelectionError
 
@@ -50,11 +50,14 @@ class PlanItem:
     order_id: str | None = None
     parent_job_id: str | None = None
     children: tuple[str, ...] = ()
+    error_code: str | None = None  # the service refused this id itself (DRS.M00202): the task ends failed
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["action"] = self.action.value
         d["children"] = list(self.children)
+        if d["error_code"] is None:
+            del d["error_code"]  # (the plan document as before for every task the service answered)
         return d
 
     @classmethod
@@ -173,7 +176,8 @@ def _unsure(detail: JobDetail | None) -> bool:
     if detail is None:
         return True
     if detail.error_code:
-        return detail.error_code not in NOT_FOUND_CODES
+        # A refused id (narrowed to it alone) is an answer, not a bad read: it is not read again.
+        return detail.error_code not in NOT_FOUND_CODES and detail.error_code not in INVALID_PARAMETER_CODES
     return classify(detail.status) is StatusClass.UNKNOWN
 
 
@@ -205,6 +209,9 @@ def decide(detail: JobDetail, parents: dict[str, JobDetail], selected: set[str],
             else tuple(listed_children)}
     if detail.error_code in NOT_FOUND_CODES:
         return PlanItem(action=Action.SKIP, reason=f"not found ({detail.error_code})", **base)
+    if detail.error_code in INVALID_PARAMETER_CODES:
+        return PlanItem(action=Action.BLOCK, reason=f"refused by the service: {detail.error_code} "
+                        f"{detail.error_message or ''}".strip(), error_code=detail.error_code, **base)
     if detail.error_code:
         return PlanItem(action=Action.BLOCK, reason=f"detail unreadable: {detail.error_code} "
                         f"{detail.error_message or ''}".strip(), **base)

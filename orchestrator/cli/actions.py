@@ -239,10 +239,12 @@ def _pipelined(app: App, td: Teardown) -> int:
     def recorded(run_id: str) -> None:
         assert td.ctx is not None
         LOG_CONTEXT.set({"run_id": run_id, "worker": td.ctx.worker})
+
+    def opened(run_id: str) -> None:  # (an empty match removes the run again: it is not named)
         app.say(f"run {run_id}: planning and executing; consent: {td.consent}")
 
     summary = _with_progress(app, td.settings.progress_interval, lambda progress, stop: pipelined(
-        td, progress=progress, stop_event=stop, on_recorded=recorded))
+        td, progress=progress, stop_event=stop, on_recorded=recorded, on_opened=opened))
     empty = td.run_plan.nothing_matched() if td.run_plan is not None else None
     if empty and not summary.jobs:
         return _nothing(app, empty)

@@ -4,7 +4,7 @@ stops go out while the rest of the plan is still being read (issue 16)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 UNPLANNED = "unplanned_targets"  # in Run.options: target label -> why its planning failed (resume retries it)
@@ -25,15 +25,19 @@ class Feed:
         self.arrived = asyncio.Event()  # set when rows are waiting or planning finished
         self.done = False
         self.failure: BaseException | None = None
+        self.discarded = False  # nothing matched: the run was removed, the engine ends without recording
+        # Called before the engine records how the run ended (the planner opens the run's trail, if not yet).
+        self.before_end: Callable[[], None] | None = None
 
     def push(self, rows: Iterable[Any]) -> None:
         """Rows committed to the store (their tasks and `plan` records): the engine may act on them now."""
         self._rows.extend(rows)
         self.arrived.set()
 
-    def finish(self, failure: BaseException | None = None) -> None:
-        """Planning is over: every task of the plan was pushed, or `failure` stopped it."""
-        self.done, self.failure = True, failure
+    def finish(self, failure: BaseException | None = None, *, discarded: bool = False) -> None:
+        """Planning is over: every task of the plan was pushed, or `failure` stopped it, or (`discarded`) the
+        selection matched nothing and the run recorded before planning is gone."""
+        self.done, self.failure, self.discarded = True, failure, discarded
         self.arrived.set()
 
     def take(self) -> list[Any]:

@@ -132,6 +132,11 @@ async def sleep(e: EngineLike) -> None:
 
 def record_end(e: EngineLike, *, interrupted: bool) -> None:
     store, run_id, now = e.store, e.run_id, e.clock.now()
+    if e.feed is not None and e.feed.discarded:
+        e.report(force=True)
+        return  # an empty match: the run recorded before planning was removed, there is nothing to record
+    if e.feed is not None and e.feed.before_end is not None:
+        e.feed.before_end()  # (a run still planning: its trail opens before its end is recorded)
     if e.exchanges:
         store.record_exchanges(run_id, e.ctx.worker, e.exchanges)
         e.exchanges = []

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.lifecycle import TaskState
 from orchestrator.store import audit
 from orchestrator.store.records import Change, Context, Event, chain
-from orchestrator.store.schema import Run, Task
+from orchestrator.store.schema import ApiCall, AuditRecord, Run, Task
 from orchestrator.store.sessions import WORKING, StoreCore, retrying
 from orchestrator.wire import Exchange
 
@@ -62,6 +62,18 @@ class TrailWrites(StoreCore):
             if tasks:
                 self._insert(s, "tasks", self._task_rows(run.id, tasks, now))
             self._append(s, run.id, ctx, events, now)
+
+    @retrying
+    def discard_run(self, run_id: str) -> bool:
+        """Remove a bare run (recorded before planning, whose selection matched nothing) in one transaction:
+        only while it is still planning with nothing in its trail — no audit record, task or API call; False
+        (nothing removed) otherwise. The append-only tables are never touched."""
+        with self.session() as s:
+            done = s.execute(delete(RUNS).where(
+                RUNS.c.id == run_id, RUNS.c.status == "planning", RUNS.c.head_seq == 0,
+                ~exists().where(AuditRecord.run_id == run_id), ~exists().where(Task.run_id == run_id),
+                ~exists().where(ApiCall.run_id == run_id)))
+            return bool(done.rowcount)
 
     @retrying
     def add_tasks(self, run_id: str, tasks: Sequence[dict[str, Any]], ctx: Context, events: Sequence[Event],

@@ -25,7 +25,15 @@ from orchestrator.store.repo import Event
 from orchestrator.store.schema import Task
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import Connection
-from orchestrator.usecases.recording import begin_run, note_unplanned, records_before_planning, start_event, task_rows
+from orchestrator.usecases.recording import (
+    begin_run,
+    discard_run,
+    note_unplanned,
+    open_run,
+    records_before_planning,
+    start_event,
+    task_rows,
+)
 from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import (
     RunPlan,
@@ -45,8 +53,13 @@ def can_pipeline(td: Teardown) -> bool:
 
 async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None = None,
                     stop_event: asyncio.Event | None = None,
-                    on_recorded: Callable[[str], None] | None = None) -> RunSummary:
+                    on_recorded: Callable[[str], None] | None = None,
+                    on_opened: Callable[[str], None] | None = None) -> RunSummary:
     """Record the run, then plan and execute at once; returns the run's summary (the plan is `td.run_plan`).
+
+    `on_recorded(run_id)`: the bare run row is written (before the first list call); `on_opened(run_id)`: its
+    selection is known and not empty, its trail opens. A selection that matched nothing removes the bare row:
+    no run is recorded, and the summary is empty (`td.run_id` is None then).
 
     A planning failure that is not one target's own (a rail, the store, the deadline) stops the engine: the run
     ends interrupted (resumable; `resume` plans what was never recorded) and the failure is raised."""
@@ -64,7 +77,7 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
     if on_recorded is not None:
         on_recorded(td.run_id)
     feed = Feed()
-    recorder = Recorder(td, feed)
+    recorder = Recorder(td, feed, on_opened)
     planner = asyncio.ensure_future(recorder.plan(conns))
     try:
         summary = await execute_run(td.store, conns, td.targets if td.several else None, td.settings, td.ctx,
@@ -80,6 +93,8 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
         td.release()
     if feed.failure is not None and not (cut_short and isinstance(feed.failure, asyncio.CancelledError)):
         raise feed.failure
+    if feed.discarded:
+        td.run_id = None
     if stop_event.is_set() and not recorder.recorded:
         raise Interrupted(f"interrupted while planning: nothing was sent; run {td.run_id} is resumable: "
                           f"drs-teardown resume {td.run_id}")
@@ -92,8 +107,10 @@ TASK_DEFAULTS: dict[str, Any] = dict.fromkeys(Task.__table__.columns.keys())
 class Recorder:
     """Plans every target into the run: each decided batch is checked, recorded, then fed to the engine."""
 
-    def __init__(self, td: Teardown, feed: Feed) -> None:
-        self.td, self.feed = td, feed
+    def __init__(self, td: Teardown, feed: Feed, on_opened: Callable[[str], None] | None = None) -> None:
+        self.td, self.feed, self.on_opened = td, feed, on_opened
+        self.opened = False  # the run's trail has its first record (`run_recorded`)
+        feed.before_end = self._open
         self.selected = 0  # the selection's size over all targets (what --max-targets counts first)
         self.owner: dict[str, str] = {}  # job id -> target label (a task belongs to one target)
         self.recorded: set[str] = set()
@@ -108,16 +125,41 @@ class Recorder:
             parts = await asyncio.gather(*(self._target(t, c) for t, c in zip(td._targets, conns, strict=True)))
             run_plan = checked(RunPlan(tuple(parts), td.several))
             td.run_plan = run_plan
+            if run_plan.nothing_matched() and self._discard():
+                return
             rails.check_max_targets(len(run_plan.items), td.settings.max_targets)  # children included
             for part in run_plan.parts:
                 self._record(part.plan.items, part.target.label)  # what the stream did not record yet
             self._finish(run_plan)
         except BaseException as exc:
+            with contextlib.suppress(Exception):
+                self._open()  # the run stays (interrupted or refused): its trail says it was recorded
             if isinstance(exc, Refused) and not self.recorded:
                 self._refused(exc)
             self.feed.finish(exc)
             raise
         self.feed.finish()
+
+    def _open(self) -> None:
+        """The selection is known and not empty (or the run stays for another reason): the trail opens."""
+        td = self.td
+        if self.opened or self.feed.discarded:
+            return
+        assert td.store is not None and td.ctx is not None and td.run_id is not None
+        open_run(td.store, td.run_id, td.ctx, td.clock.now(), td.consent)
+        self.opened = True
+        if self.on_opened is not None:
+            self.on_opened(td.run_id)
+
+    def _discard(self) -> bool:
+        """Nothing matched: the bare run row goes (no run recorded) and the engine ends without a word."""
+        td = self.td
+        assert td.store is not None
+        if self.opened or self.recorded or not discard_run(td.store, td.run_id or ""):
+            return False
+        td.exchanges.clear()  # the list calls of a run that is not recorded
+        self.feed.finish(discarded=True)
+        return True
 
     async def _target(self, target: Target, conn: Connection) -> TargetPlan:
         td = self.td
@@ -135,6 +177,8 @@ class Recorder:
             self.selected += len(ids) + sum(len(k) for k in children.values())
             arrive()
             await self._resolved.wait()
+            if self.selected:
+                self._open()  # before any rail may refuse it: a refused run keeps its trail
             rails.check_max_targets(self.selected, td.settings.max_targets)
 
         async def on_items(items: list[PlanItem]) -> None:
@@ -158,6 +202,7 @@ class Recorder:
         items = [i for i in items if i.job_id not in self.recorded]
         if not items:
             return
+        self._open()
         now = td.clock.now()
         rows, events = task_rows(td.run_id, items, now, {i.job_id: label for i in items} if td.several else None)
         with rails.creating_runs(td.store, td.ctx.worker):
@@ -170,6 +215,7 @@ class Recorder:
     def _finish(self, run_plan: RunPlan) -> None:
         td = self.td
         assert td.store is not None and td.ctx is not None and td.run_id is not None
+        self._open()  # (a run whose only target failed to plan, or that matched nothing and stays)
         plan = run_plan.as_plan()
         td.store.append_events(td.run_id, td.ctx, [start_event(plan, td.consent or "")], td.clock.now())
         values: dict[str, Any] = {"status": "running", "plan_hash": run_plan.hash}

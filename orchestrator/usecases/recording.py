@@ -3,6 +3,11 @@
 Two orders, chosen in one place (`records_before_planning`): with a store that can add tasks to a recorded run
 (`Store.add_tasks`), the run is recorded before planning starts (status "planning"), so a kill at any moment
 is resumable; otherwise the run and its tasks are recorded together once the plan is made.
+
+A run recorded before planning is a bare row (selection, options, consent) until its selection is known: its
+trail opens (`open_run`: the `run_recorded` record) once something was selected, and a selection that matched
+nothing removes the bare row (`discard_run`), so an empty match records no run. Its chain starts at
+GENESIS(run_id) whenever its first record is written.
 """
 
 from __future__ import annotations
@@ -76,12 +81,14 @@ def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,
         if item.action is Action.SKIP:
             events.append(Event.of(lifecycle.fire(model, "skip"), detail=item.reason))
         elif item.action is Action.BLOCK:
-            events.append(Event.of(lifecycle.fire(model, "block"), detail=item.reason))
+            # An id the service refused itself (DRS.M00202) ends failed with that code; anything else blocked.
+            events.append(Event.of(lifecycle.fire(model, "fail" if item.error_code else "block"), detail=item.reason,
+                                   error_code=item.error_code))
         row = {"run_id": run_id, "job_id": item.job_id, "name": item.name, "db_use_type": item.db_use_type,
                "engine_type": item.engine_type, "parent_job_id": item.parent_job_id,
                "order_id": item.order_id, "planned_action": item.action.value, "plan_status": item.status,
                "state": model.state, "last_status": item.status, "last_observed_at": now,
-               "reason": item.reason if model.state in TERMINAL else None, "error_code": None,
+               "reason": item.reason if model.state in TERMINAL else None, "error_code": item.error_code,
                "stop_attempts": 0, "forced": False, "busy_retries": 0, "resends": 0,
                "phase_started_at": now, "next_check_at": now, "unchanged_polls": 0, "lease_owner": None,
                "lease_expires_at": None, "updated_at": now}
@@ -116,8 +123,33 @@ def begin_run(store: Store, ctx: Context, tuning: Tuning, now: datetime, *, proj
     run = new_run(run_id, ctx, tuning, now, project_id=project_id, endpoint=endpoint, selection=selection,
                   consent=consent, plan_hash=None, status=PLANNING,
                   options={**(options or {}), RECORDED_BEFORE_PLANNING: True})
-    store.create_run(run, [], ctx, [Event(trigger="run_recorded", detail=f"consent={consent}; planning")], now)
+    store.create_run(run, [], ctx, [], now)  # a bare row: its trail opens once the selection is known non-empty
     return run_id
+
+
+def recorded_event(consent: str | None, note: str = "") -> Event:
+    return Event(trigger="run_recorded", detail=f"consent={consent}; planning{note}")
+
+
+def open_run(store: Store, run_id: str, ctx: Context, now: datetime, consent: str | None) -> None:
+    """The selection of a run recorded before planning is known and not empty: its trail opens."""
+    store.append_events(run_id, ctx, [recorded_event(consent)], now)
+
+
+def discard_run(store: Store, run_id: str) -> bool:
+    """Remove a bare run whose selection matched nothing (no run recorded for an empty match); False when the
+    store cannot or the run is no longer bare (it then stays, and is finished as any other)."""
+    discard = getattr(store, "discard_run", None)
+    return bool(discard is not None and discard(run_id))
+
+
+def opening_for_resume(store: Store, run: Run) -> list[Event]:
+    """A run recorded before planning whose trail never opened (its process died while listing): its
+    `run_recorded` record is written when it is continued (before `run_resumed`)."""
+    if run.options.get(RECORDED_BEFORE_PLANNING) and run.plan_hash is None \
+            and not store.findings(run.id, "run_recorded"):
+        return [recorded_event(run.consent, "; its process ended before the selection was known")]
+    return []
 
 
 def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime, *, consent: str,

@@ -28,7 +28,7 @@ from orchestrator.usecases.connection import (
     tuning_for_run,
 )
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import add_plan, needs_planning, note_unplanned
+from orchestrator.usecases.recording import add_plan, needs_planning, note_unplanned, opening_for_resume
 from orchestrator.usecases.summary import RunSummary, summarize
 from orchestrator.usecases.teardown import (
     ClientFactory,
@@ -132,6 +132,7 @@ def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str,
     run = store.run(run.id) or run  # as it is now that we hold it: its owner may have finished it meanwhile
     if run.status == "finished":
         return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)
-    store.append_events(run.id, ctx, [Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],
+    store.append_events(run.id, ctx, [*opening_for_resume(store, run),
+                                      Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],
                         clock.now())
     return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)

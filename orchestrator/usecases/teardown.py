@@ -45,7 +45,15 @@ from orchestrator.usecases.connection import (
     tuning_from,
 )
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import add_plan, begin_run, note_unplanned, records_before_planning, start_run
+from orchestrator.usecases.recording import (
+    add_plan,
+    begin_run,
+    discard_run,
+    note_unplanned,
+    open_run,
+    records_before_planning,
+    start_run,
+)
 from orchestrator.usecases.routing import TargetRouter
 from orchestrator.usecases.summary import RunSummary, summarize, targets_of
 from orchestrator.wire import Exchange
@@ -278,16 +286,23 @@ class Teardown:
         self.run_plan = await plan_targets(self.settings, self._targets, conns, self.clock, several=self.several,
                                            recorder=self.exchanges.append, client_factory=self.client_factory,
                                            deadline=self.deadline)
+        empty = self.run_plan.nothing_matched()
+        if self.run_id is not None and self.store is not None and self.ctx is not None:
+            if empty and discard_run(self.store, self.run_id):
+                self.release()  # an empty match records no run: the bare row recorded before planning is gone
+                self.run_id = None
+            else:
+                open_run(self.store, self.run_id, self.ctx, self.clock.now(),
+                         with_billing(self.settings, self.consent or ""))
+                if empty:
+                    self.store.finish_run(self.run_id, self.ctx, Event(trigger="run_finished", outcome="0",
+                                                                       detail=empty), self.clock.now(), 0)
         if stop_event is not None and stop_event.is_set():
-            if self.run_id is not None:
+            if self.run_id is not None and not empty:
                 self._interrupted("interrupted while planning")
                 raise Interrupted(f"interrupted while planning: nothing was sent; run {self.run_id} is "
                                   f"resumable: drs-teardown resume {self.run_id}")
             raise Interrupted("interrupted while planning: no run started, nothing was sent")
-        empty = self.run_plan.nothing_matched()
-        if empty and self.run_id is not None and self.store is not None and self.ctx is not None:
-            self.store.finish_run(self.run_id, self.ctx, Event(trigger="run_finished", outcome="0", detail=empty),
-                                  self.clock.now(), 0)
         if check:
             self.check(self.run_plan)
         return self.run_plan

@@ -24,6 +24,7 @@ from orchestrator.store.repo import Event, Store
 from orchestrator.store.schema import Run
 from orchestrator.usecases.connection import connect, connect_targets, settings_for_run, tuning_for_run
 from orchestrator.usecases.context import new_context, new_worker_id
+from orchestrator.usecases.recording import needs_planning
 from orchestrator.usecases.resume import find_run
 from orchestrator.usecases.summary import RunSummary, summarize
 from orchestrator.usecases.teardown import execute_run, recorded_targets
@@ -91,7 +92,10 @@ class WorkerLoop:
             left = [(r, s) for r, s in runs if self.store.active_count(r.id)]
             for r, s in runs:
                 if (r, s) not in left:
-                    self._close(r, s)  # done, but whoever finished its last task died before saying so
+                    if needs_planning(r):
+                        self._unplanned(r)  # no task left because its plan never was (fully) recorded
+                    else:
+                        self._close(r, s)  # done, but whoever finished its last task died before saying so
             if not left:
                 if self.summaries or self.clock.monotonic() >= self.wait_until:
                     break
@@ -139,6 +143,13 @@ class WorkerLoop:
                 continue
             out.append(r)
         return out
+
+    def _unplanned(self, run: Run) -> None:
+        """Never closed by a worker: an interrupted run whose planning did not finish is not done, `resume`
+        plans it (closing it would call a teardown with nothing deleted a success)."""
+        if run.id not in self._skipped:
+            self._skipped.add(run.id)
+            self.say(f"worker: run {run.id} was not fully planned: `drs-teardown resume {run.id}` plans it")
 
     def _tuning(self, run: Run, run_settings: Settings) -> Tuning:
         # The run's recorded tuning (lease and claim size included); flags given to this worker override it.

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.simulator import JobSpec
-from tests.kit import PROJECT, TOKEN, cli, simulator
+from orchestrator.store.repo import open_store
+from tests.kit import PROJECT, TOKEN, add, cli, settings, simulator
 
 ENV_BASE = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT}
 FAST = ["--poll-interval", "0.05"]
@@ -22,6 +23,16 @@ JOB = "0a1b2c3d-0000-4000-8000-00000000abcd"
 
 def env_for(url: str, db: str) -> dict[str, str]:
     return {**ENV_BASE, "DRS_TEARDOWN_ENDPOINT": url, "DRS_TEARDOWN_DB": db}
+
+
+ENV = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}
+
+
+def cli_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own (one a crash point may kill)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRS_TEARDOWN_", "HUAWEICLOUD_SDK_"))}
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], env={**base, **env}, capture_output=True,
+                          text=True, timeout=120)
 
 
 def one_document(stdout: str) -> dict:  # type: ignore[type-arg]
@@ -172,6 +183,46 @@ def test_an_empty_match_says_so_and_records_no_run(sqlite_db: str) -> None:
     assert t.exit_code == 0 and "nothing matched --name 'legacy-*'" in t.stderr
     runs = one_document(cli(["status", "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db}).stdout)["runs"]
     assert [r for r in runs if r["status"] != "finished"] == []
+    assert runs == []  # no run recorded at all: the bare run row written before listing is gone again
+    assert "planning and executing" not in r.stderr  # no run is named
+
+
+def test_an_empty_match_from_a_runbook_records_no_run_either(sqlite_db: str) -> None:
+    from orchestrator.selection import Selection
+    from orchestrator.store.repo import Store
+    from orchestrator.usecases import Teardown
+
+    with simulator() as (sim, url):
+        sim.add_jobs(2, JobSpec(name="live-orders"))
+        store = Store(sqlite_db)
+        td = Teardown(settings(url, sqlite_db), ENV, selection=Selection(name_glob="legacy-*"), consent="runbook",
+                      store=store)
+        run_plan = asyncio.run(td.plan())
+    assert run_plan.nothing_matched() and td.run_id is None
+    assert store.runs() == [] and store.unfinished_runs() == []
+
+
+def test_a_kill_while_listing_leaves_a_resumable_run_that_resume_completes(sqlite_db: str) -> None:
+    """The run row is written before the first list call; its trail opens only once the selection is known, so
+    a SIGKILL on the list call's answer leaves a bare run: shown interrupted, verifiable, and resumed."""
+    with simulator() as (sim, url):
+        jobs = add(sim, 3, status="INCRE_TRANSFER_STARTED")
+        env = env_for(url, sqlite_db)
+        killed = cli_process(["run", "--all", "--yes", "--output", "json", *FAST],
+                             {**env, "DRS_TEARDOWN_CRASH_AT": "after_send:list:1"})
+        assert killed.returncode == -9 and sim.destructive_calls == []
+        st = one_document(cli(["status", "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db}).stdout)["runs"]
+        assert [r["status"] for r in st] == ["interrupted"]
+        v = cli(["verify", "--output", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
+        assert v.exit_code == 0, v.output
+        resumed = cli(["resume", "--output", "json", *FAST], env)
+        d = one_document(resumed.stdout)
+        assert resumed.exit_code == d["exit_code"] == 0, resumed.output
+        assert d["counts"] == {"deleted": 3} and all(sim.status_of(j) in ("DELETED", None) for j in jobs)
+    store = open_store(sqlite_db)
+    triggers = [r.trigger for r in store.records(st[0]["run_id"])]
+    assert triggers[:3] == ["run_recorded", "run_resumed", "run_started"]
+    assert store.verify(st[0]["run_id"]).ok
 
 
 def test_not_found_exit_codes_missing_ok_and_an_earlier_deletion(sqlite_db: str) -> None:
