@@ -123,3 +123,83 @@ def test_the_timeout_also_bounds_planning_against_a_frozen_service(tmp_path: Pat
     print(doc["error"])
     assert url in doc["error"] and "no answer from" in doc["error"]
     assert elapsed < 3.0 + 10.0, elapsed
+
+
+def test_an_order_gained_during_the_release_blocks_after_one_refused_delete(tmp_path: Path) -> None:
+    """150 running tasks gain a yearly/monthly order right after the first poll that follows their stop: each
+    delete is refused once, the detail read that follows shows the order, and the task is blocked with the order
+    as its reason and the note that this run stopped it (it was failed after four deletes, each a violation)."""
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 150, status="INCRE_TRANSFER_STARTED")
+        for j in jobs:
+            sim.drift(j, "gain_order", after_reads=3)  # list, the plan's detail read, the first poll
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        calls = _destructive(sim)
+        violations = sim.violations
+    assert td.outcomes == dict.fromkeys(jobs, "blocked")
+    for job in td.summary.jobs:
+        assert job["reason"].startswith("yearly/monthly order CS"), job
+        assert job["reason"].endswith("stopped by this run, not deleted"), job
+    assert all(calls[(j, "terminate")] == 1 and calls[(j, "delete")] <= 1 for j in jobs), calls
+    assert violations["action_on_period_order"] <= len(jobs)  # only the one refused delete each
+    assert td.summary.exit_code == 3
+
+
+@pytest.mark.parametrize(("change", "start", "outcome", "most"), [
+    ("restart", "RELEASE_RESOURCE_COMPLETE", "deleted", {"delete": 2, "terminate": 1}),
+    ("deletable", "INCRE_TRANSFER_STARTED", "deleted", {"terminate": 1, "delete": 1}),
+    ("gain_order", "INCRE_TRANSFER_STARTED", "blocked", {"terminate": 1}),
+])
+def test_drift_right_after_the_plans_reading_is_read_again_never_repeated(change: str, start: str, outcome: str,
+                                                                        most: dict[str, int],
+                                                                        tmp_path: Path) -> None:
+    """The status changes right after the plan's detail read (150 tasks), so the first action goes out on a
+    reading that is already wrong and is refused: the refusal is followed by a fresh detail read and a decision
+    on that (a restarted task is stopped, then deleted; a now-deletable one deleted; one with an order blocked,
+    the order named), never the same action again on the same reading."""
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 150, status=start, db_use_type="sync" if change == "gain_order" else "migration")
+        for j in jobs:
+            sim.drift(j, change, after_reads=2)  # after the list and the plan's detail read
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        calls = _destructive(sim)
+        assert len(sim.drift_refusals) == len(jobs)  # the drift did fall between the plan and the action
+        assert not any(sim.violations.values()), sim.violation_log
+    assert td.outcomes == dict.fromkeys(jobs, outcome), td.summary.jobs[:3]
+    for (job, kind), n in calls.items():
+        assert n <= most.get(kind, 0), (job, kind, n)
+    if change == "gain_order":
+        assert all("yearly/monthly order CS" in j["reason"] for j in td.summary.jobs)
+
+
+def test_a_reading_older_than_a_poll_interval_is_refreshed_before_the_first_action(tmp_path: Path) -> None:
+    """The plan read the tasks deletable; they run again before the run acts, and the reading has aged past the
+    freshness bound (max(2 s, --poll-interval)): it is read again first, so no delete reaches a running task."""
+    import asyncio
+
+    from orchestrator import usecases
+    from orchestrator.selection import Selection
+    from orchestrator.store.repo import Store
+    from tests.kit import TOKEN, settings
+
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 5, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
+
+        async def late() -> Teardown:
+            s = settings(url, sqlite_url(tmp_path), poll_interval=0.05)
+            td = usecases.Teardown(s, {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}, selection=Selection(all=True),
+                                   consent="test", store=Store(s.db))
+            await td.plan()
+            for j in jobs:
+                sim.drift(j, "restart")
+            await asyncio.sleep(2.2)  # the plan's reading ages past max(2 s, poll interval)
+            run_id = td.record()
+            summary = await td.execute()
+            return Teardown(td.store, run_id, summary, None, sim, {j["job_id"]: j["outcome"] for j in summary.jobs})
+
+        td = asyncio.run(late())
+        refused = [c for c in sim.destructive_calls if c["result"] != "success"]
+        assert not any(sim.violations.values()), sim.violation_log
+    assert td.outcomes == dict.fromkeys(jobs, "deleted")
+    assert refused == []  # the stale deletable reading never led to a delete
+    assert _destructive(sim) == Counter({**{(j, "terminate"): 1 for j in jobs}, **{(j, "delete"): 1 for j in jobs}})
