@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.engine.feed import Feed
-from orchestrator.errors import ConfigError, Interrupted, Refused, SelectionError
+from orchestrator.errors import ConfigError, DeadlineReached, Interrupted, Refused, SelectionError
 from orchestrator.planning import PlanItem
 from orchestrator.progress import Snapshot
 from orchestrator.selection import Target
@@ -25,7 +25,14 @@ from orchestrator.store.models import Task
 from orchestrator.store.repo import Event
 from orchestrator.usecases import rails
 from orchestrator.usecases.connection import Connection
-from orchestrator.usecases.recording import begin_run, note_unplanned, records_before_planning, start_event, task_rows
+from orchestrator.usecases.recording import (
+    begin_run,
+    note_unplanned,
+    records_before_planning,
+    start_event,
+    task_rows,
+    timed_out_planning,
+)
 from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import (
     RunPlan,
@@ -78,6 +85,9 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
         with contextlib.suppress(BaseException):
             await planner
         td.release()
+    if isinstance(feed.failure, DeadlineReached):
+        raise timed_out_planning(td.store, td.run_id, td.ctx, td.clock.now(), td.settings.timeout,
+                                 feed.failure) from feed.failure
     if feed.failure is not None and not (cut_short and isinstance(feed.failure, asyncio.CancelledError)):
         raise feed.failure
     if stop_event.is_set() and not recorder.recorded:

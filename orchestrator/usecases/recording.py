@@ -7,6 +7,7 @@ is resumable; otherwise the run and its tasks are recorded together once the pla
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Any
 
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import UNPLANNED, unplanned_targets
+from orchestrator.errors import RunTimedOut
 from orchestrator.lifecycle import TERMINAL, Lifecycle, TaskModel, TaskState
 from orchestrator.planning import Action, Plan, PlanItem
 from orchestrator.store.models import Run, Task
@@ -132,3 +134,17 @@ def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime,
     tasks, events = task_rows(run_id, items, now, targets, read_at=plan.created_at)
     store.add_tasks(run_id, tasks, ctx, [start_event(plan, consent), *events], now)  # type: ignore[attr-defined]
     store.set_run(run_id, status="running", plan_hash=plan_hash or plan.hash)
+
+
+def timed_out_planning(store: Store | None, run_id: str | None, ctx: Context | None, now: datetime,
+                       timeout: float, exc: BaseException) -> BaseException:
+    """The command's --timeout passed while the run was being planned: the run is left interrupted (`resume`
+    plans what was never recorded, with a fresh budget) and the command ends with exit 3, naming the cause (the
+    URL and what went wrong). Without a recorded run, the failure itself."""
+    if store is None or run_id is None or ctx is None:
+        return exc  # no run recorded: nothing to resume, the failure as it is
+    why = f"run timeout ({timeout:g}s) passed while planning: {getattr(exc, 'message', None) or exc}"
+    with contextlib.suppress(Exception):
+        store.set_run(run_id, status="interrupted")
+        store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=why)], now)
+    return RunTimedOut(f"{why}; run {run_id} is resumable: drs-teardown resume {run_id}", run_id=run_id)

@@ -102,8 +102,10 @@ def test_run_timeout_is_a_hard_budget_against_a_trickling_service(tmp_path: Path
 
 
 def test_the_timeout_also_bounds_planning_against_a_frozen_service(tmp_path: Path) -> None:
-    """A service that accepts connections and never answers: the command ends near its --timeout, exit 1, and
-    the error names the URL and the cause (not an empty "ReadTimeout: ")."""
+    """A service that accepts connections and never answers: the command ends near its --timeout, exit 3 (the
+    timeout, not an unexpected error: it was exit 1), the error names the URL and the cause (not an empty
+    "ReadTimeout: "), and the run is resumable; `resume` gets a fresh budget that bounds its planning too (it
+    was unbounded: minutes)."""
     import json
 
     from tests.kit import PROJECT, TOKEN, cli
@@ -118,11 +120,24 @@ def test_the_timeout_also_bounds_planning_against_a_frozen_service(tmp_path: Pat
         elapsed = time.monotonic() - started
         sim.clear_faults()
         assert sim.destructive_calls == []
-    doc = json.loads(r.stdout)
-    assert r.exit_code == doc["exit_code"] == 1, r.output
-    print(doc["error"])
-    assert url in doc["error"] and "no answer from" in doc["error"]
-    assert elapsed < 3.0 + 10.0, elapsed
+        doc = json.loads(r.stdout)
+        assert r.exit_code == doc["exit_code"] == 3, r.output
+        assert url in doc["error"] and "no answer from" in doc["error"]
+        assert doc["error"].startswith("run timeout (3s) passed while planning: list: ")
+        assert f"drs-teardown resume {doc['run_id']}" in doc["error"]
+        assert elapsed < 3.0 + 10.0, elapsed
+        sim.set_fault("list", "freeze", times=None)
+        started = time.monotonic()
+        again = cli(["resume", "--timeout", "3", "--output", "json"], env)
+        elapsed = time.monotonic() - started
+        sim.clear_faults()
+        resumed = json.loads(again.stdout)
+        assert again.exit_code == resumed["exit_code"] == 3 and resumed["run_id"] == doc["run_id"], again.output
+        assert elapsed < 3.0 + 10.0, elapsed
+        finished = cli(["resume", "--timeout", "60", "--poll-interval", "0.05", "--output", "json"], env)  # it answers
+        assert sim.destructive_calls and not any(sim.violations.values())
+    assert finished.exit_code == 0, finished.output
+    assert json.loads(finished.stdout)["counts"] == {"deleted": 3}
 
 
 def test_an_order_gained_during_the_release_blocks_after_one_refused_delete(tmp_path: Path) -> None:
