@@ -185,6 +185,23 @@ def test_drift_over_http_and_validation(make_sim: SimFactory) -> None:
                     ).status_code == 404
 
 
+@pytest.mark.parametrize("shape", ["failing", "all"])
+def test_a_task_purged_mid_release_reads_as_unknown(make_sim: SimFactory, shape: str) -> None:
+    """drift "purge": someone else deleted the task and the service forgot it. With batch-status answering an
+    unknown id with a 400 (§14.4), its results list only that id, or every id (§10.4 / §14)."""
+    sim, api = make_sim()
+    sim.configure(batch_status_unknown_http_status=400, unknown_id_results=shape)
+    gone, other = add(sim, "RELEASE_RESOURCE_STARTED"), add(sim, "RELEASE_RESOURCE_STARTED")
+    sim.drift(gone, "purge", after_reads=1)
+    assert api.status([gone, other]).status_code == 200  # the reading before it was purged
+    assert sim.status_of(gone) is None and gone not in sim.jobs
+    r = api.status([gone, other])
+    assert r.status_code == 400
+    listed = {i["id"]: i for i in r.json()["results"]}
+    assert listed[gone]["error_code"] == "DRS.M05004"  # deleted, and no longer kept
+    assert (other in listed) is (shape == "all")
+
+
 def test_random_drift_rate(make_sim: SimFactory, clock: ManualClock) -> None:
     sim, api = make_sim(profile=load_profile("fast").with_overrides(drift_rate=1.0))
     job = add(sim, "RELEASE_RESOURCE_COMPLETE")
