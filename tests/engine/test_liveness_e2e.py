@@ -218,3 +218,35 @@ def test_a_reading_older_than_a_poll_interval_is_refreshed_before_the_first_acti
     assert td.outcomes == dict.fromkeys(jobs, "deleted")
     assert refused == []  # the stale deletable reading never led to a delete
     assert _destructive(sim) == Counter({**{(j, "terminate"): 1 for j in jobs}, **{(j, "delete"): 1 for j in jobs}})
+
+
+@pytest.mark.parametrize("shape", ["failing", "all"])
+def test_a_task_purged_mid_release_does_not_end_the_others_of_its_chunk(shape: str, tmp_path: Path) -> None:
+    """150 running tasks; one is deleted by someone else while it releases, and batch-status answers its chunk
+    with a 400 whose results list only that id (or every id): the other 99 of the chunk are read again on their
+    own and deleted (they were blocked: "batch-status did not return it"), the purged one ends skipped."""
+    with simulator(profile="fast") as (sim, url):
+        sim.configure(batch_status_unknown_http_status=400, unknown_id_results=shape)
+        gone, *jobs = add(sim, 150, status="INCRE_TRANSFER_STARTED", db_use_type="migration")
+        sim.drift(gone, "purge", after_reads=3)  # list, the plan's detail read, the first poll after the stop
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        calls = _destructive(sim)
+        assert not any(sim.violations.values()), sim.violation_log
+        assert any(r["route"] == "batch-status" and r["status"] == 400 for r in sim.requests)
+    assert td.outcomes == {gone: "skipped", **dict.fromkeys(jobs, "deleted")}, [
+        (j["job_id"][:8], j["outcome"], j["reason"]) for j in td.summary.jobs if j["outcome"] != "deleted"]
+    assert max(calls.values()) == 1
+    assert (gone, "delete") not in calls
+
+
+@pytest.mark.parametrize("route", ["list", "batch-detail"])
+@pytest.mark.parametrize("fault", ["not_json", "truncated", "short_read", "results_null", "array", "missing_ids"])
+def test_one_bad_plan_read_never_ends_a_task(route: str, fault: str, tmp_path: Path) -> None:
+    """150 running tasks; one list or batch-detail answer of the plan is malformed or partial: it is read again
+    and every task is deleted (a list page that left a row out asked for a page past the last: exit 1)."""
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 150, status="INCRE_TRANSFER_STARTED", db_use_type="migration")  # the first type listed
+        sim.set_fault(route, fault, times=1)
+        td = teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05)
+        _converged(td, sim, jobs)
+        assert sim.faults_served[f"{route}:{fault}"] == 1
