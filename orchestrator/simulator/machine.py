@@ -154,6 +154,7 @@ class StatusMachine:
             from_order = order_id or "CS" + "".join(self.state.rng.choices("0123456789ABCDEF", k=14))
             job.period_order = period_order(from_order, self.state.wall(now), self.state.rng)
             job.order_active, job.unsubscribed, job.order_id = True, False, from_order
+            job.order_unseen = True
             job.resource_id = job.resource_id or str(uuid.UUID(int=self.state.rng.getrandbits(128), version=4))
         elif change == "purge":
             self._purge(job)

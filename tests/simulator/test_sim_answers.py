@@ -175,6 +175,20 @@ def test_scripted_drift_between_plan_and_action(
     assert sim.violations == {rule: 1}
 
 
+def test_an_order_gained_is_excused_until_a_detail_answer_showed_it(make_sim: SimFactory) -> None:
+    """A status answer does not show period_order: a refusal because of an order the client has not been shown in
+    a detail answer is the world's doing (drift_refusals); after a detail answer showed it, it is a violation."""
+    sim, api = make_sim()
+    job = add(sim, "INCRE_TRANSFER_STARTED")
+    sim.drift(job, "gain_order")
+    assert api.status([job]).json()["results"][0]["status"] == "INCRE_TRANSFER_STARTED"
+    assert api.results(job, action="terminate")[0]["error_code"] == "DRS.M00304"
+    assert not sim.violations and [d["job_id"] for d in sim.drift_refusals] == [job]
+    assert api.detail([job]).json()["results"][0]["period_order"]["order_id"]
+    api.results(job, action="terminate")
+    assert sim.violations == {"action_on_period_order": 1}
+
+
 def test_drift_over_http_and_validation(make_sim: SimFactory) -> None:
     sim, api = make_sim()
     job = add(sim, "RELEASE_RESOURCE_COMPLETE")
