@@ -16,6 +16,7 @@
     │   ├── GuardRefused          its condition did not hold (for delete: the status is not deletable)
     │   └── InvalidTransition     not allowed from the task's state
     ├── Interrupted (130)         a signal stopped the command; the run is resumable
+    ├── RunTimedOut (3)           --timeout passed before the run was planned; nothing more is sent, resumable
     └── DrsError (1)              the DRS layer (HTTP, IAM, BSS)
         ├── TransportFailure      no usable answer (connection refused/reset, timeout); retryable for reads
         │   ├── OutcomeUnknown    a destructive request may or may not have been applied: read before re-sending
@@ -119,6 +120,16 @@ class Interrupted(TeardownError):
     """A signal stopped the command; whatever run it worked is resumable."""
 
     exit_code = 130
+
+
+class RunTimedOut(TeardownError):
+    """The command's --timeout passed while the run was still being planned: it stops, stays resumable, exit 3."""
+
+    exit_code = EXIT_INCOMPLETE
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.document = {"run_id": run_id} if run_id else {}
 
 
 class DrsError(TeardownError):

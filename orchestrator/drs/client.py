@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -220,21 +220,19 @@ class DrsClient:
         """Every job of one db_use_type matching the filters, across all pages."""
         if db_use_type not in DB_USE_TYPES:
             raise ValueError(f"db_use_type must be one of {', '.join(DB_USE_TYPES)}, not {db_use_type!r}")
-        jobs: list[JobInfo] = []
+        jobs: dict[str, JobInfo] = {}
         page = 1
         while True:
             body: dict[str, Any] = {"cur_page": page, "per_page": LIST_PAGE, "db_use_type": db_use_type}
             for key, value in (("status", status), ("engine_type", engine_type), ("name", name)):
                 if value:
                     body[key] = value
-
-            def parse(reply: Reply) -> JobListResponse:
-                return reading.validate("list", reply, JobListResponse, reading.parse_json("list", reply))
-
-            parsed = await self._core.call("list", "POST", self._path(""), body, (), parse)
-            jobs.extend(parsed.jobs)
-            if not parsed.jobs or len(jobs) >= parsed.total_record:
-                return jobs
+            parsed = await self._core.call("list", "POST", self._path(""), body, (), _list_page(page))
+            for info in parsed.jobs:
+                jobs.setdefault(info.id, info)  # a row shifted onto the next page by a change is listed once
+            # The last page is the one total_record says: never ask past it (DRS.M00211).
+            if not parsed.jobs or page * LIST_PAGE >= parsed.total_record:
+                return list(jobs.values())
             page += 1
 
     # -- batch-status / batch-detail ------------------------------------------------------------------------
@@ -331,6 +329,28 @@ class DrsClient:
 
         return await self._core.call("batch-jobs", "DELETE", self._path("/batch-jobs"), {"jobs": jobs},
                                      tuple(ids), parse, destructive=True, accept_400_results=True)
+
+
+LIST_SHORT_REREADS = 2  # a list page with fewer rows than its total_record implies is read again this often
+
+
+def _list_page(page: int) -> Callable[[Reply], JobListResponse]:
+    """The parser of one list page: a page with fewer rows than its own total_record implies (a partial answer)
+    is malformed, so it is read again; after LIST_SHORT_REREADS such answers in a row the page is taken as the
+    service gives it (whether total_record counts rows the list does not show is unknown, reference §14.7)."""
+    short = 0
+
+    def parse(reply: Reply) -> JobListResponse:
+        nonlocal short
+        parsed = reading.validate("list", reply, JobListResponse, reading.parse_json("list", reply))
+        expected = min(LIST_PAGE, max(0, parsed.total_record - (page - 1) * LIST_PAGE))
+        if len(parsed.jobs) < expected and short < LIST_SHORT_REREADS:
+            short += 1
+            raise reading.malformed("list", reply, f"page {page} lists {len(parsed.jobs)} rows, its total_record "
+                                    f"({parsed.total_record}) implies {expected}")
+        return parsed
+
+    return parse
 
 
 def _blank(model: BatchModel, job_id: str) -> Any:

@@ -210,7 +210,10 @@ def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: rando
     rid = r.request_id
     if r.detail and r.order_id:
         seen["order_id"] = r.order_id
-        if not tuning.unsubscribe_prepaid and cls not in (StatusClass.DELETABLE, StatusClass.WAIT):
+        # Refused, and the fresh detail read shows an order: that is why (even on a deletable status, where the
+        # plan would have deleted it); acting again would be a blind repeat.
+        refused = t.rejections > 0
+        if not tuning.unsubscribe_prepaid and (refused or cls not in (StatusClass.DELETABLE, StatusClass.WAIT)):
             return Decision("block", reason=f"yearly/monthly order {r.order_id}: unsubscribe the order first "
                             "(or run with --unsubscribe-prepaid), then re-run" + stopped_note(t),
                             request_id=rid, updates=seen)

@@ -91,6 +91,8 @@ class BatchRules:
             state.violate("child_id", job_id, f"{delete_type} on a dual-active child of {job.parent_id}")
             return "DRS.M00308", drs_message("DRS.M00308", lang)
         if job.is_period():
+            if job.order_unseen:  # gained after the client's last detail read: it could not have known
+                job.order_unseen, job.drift_pending = False, True
             self._status_violation(job, "action_on_period_order",
                                    f"{delete_type} with order {job.period_order['order_id']}")
             return "DRS.M00304", PERIOD_ORDER_MSG[1 if lang == "zh-cn" else 0]

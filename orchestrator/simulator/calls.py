@@ -42,6 +42,8 @@ def _page(world: World, data: dict[str, Any], lang: str, stale: bool,
             item["status"] = _shown(job, stale)
             results.append(item)
             world.served(job, item["status"])
+            if "period_order" in item:
+                job.order_unseen = False  # a detail answer showed the order
     return results
 
 

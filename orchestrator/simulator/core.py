@@ -143,8 +143,8 @@ class Simulator:
         return self.faults.knobs()
 
     def drift(self, job_id: str, change: str, after_reads: int = 0) -> None:
-        """A change nobody asked for: restart, deletable, gain_order; now, or after the task is served in
-        `after_reads` more read answers (between a plan's reading and the action on it)."""
+        """A change nobody asked for: restart, deletable, gain_order, purge (someone else deleted it); now, or
+        after the task is served in `after_reads` more read answers (between a plan's reading and the action)."""
         with self.state.lock:
             self.machine.settle()
             self.machine.script(job_id, change, after_reads)

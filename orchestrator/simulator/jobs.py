@@ -142,6 +142,9 @@ class Job:
     # A scripted or random change happened since the task was last served in a read answer: the first refusal
     # it causes is the world's doing, not the client's (counted in drift_refusals, not as a violation).
     drift_pending: bool = False
+    # The order a gain_order drift added has not been shown in a detail answer yet (a status answer does not show
+    # period_order): the first refusal because of it is the world's doing too.
+    order_unseen: bool = False
     # The BSS resource the yearly/monthly order bills (not the job id, reference §3).
     resource_id: str = ""
     order_id: str = ""  # the order it was billed under; kept after period_order is cleared

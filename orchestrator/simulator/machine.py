@@ -23,7 +23,8 @@ _SETTLES_TO: dict[str, str] = {
     "RELEASE_CHILD_TRANSFER_STARTED": "RELEASE_CHILD_TRANSFER_COMPLETE",
 }
 # What a scripted or random change does to a task (issue 12: drift between plan and action).
-DRIFTS: tuple[str, ...] = ("restart", "deletable", "gain_order")
+# purge: someone else deleted the task and the service forgot it (it reads as unknown: DRS.M00289 / a 400).
+DRIFTS: tuple[str, ...] = ("restart", "deletable", "gain_order", "purge")
 _HISTORY = 8
 
 
@@ -153,7 +154,10 @@ class StatusMachine:
             from_order = order_id or "CS" + "".join(self.state.rng.choices("0123456789ABCDEF", k=14))
             job.period_order = period_order(from_order, self.state.wall(now), self.state.rng)
             job.order_active, job.unsubscribed, job.order_id = True, False, from_order
+            job.order_unseen = True
             job.resource_id = job.resource_id or str(uuid.UUID(int=self.state.rng.getrandbits(128), version=4))
+        elif change == "purge":
+            self._purge(job)
         else:
             raise ValueError(f"unknown drift {change!r}; known: {', '.join(DRIFTS)}")
         job.drift_pending = True

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.engine.feed import Feed
-from orchestrator.errors import ConfigError, Interrupted, Refused, SelectionError
+from orchestrator.errors import ConfigError, DeadlineReached, Interrupted, Refused, SelectionError
 from orchestrator.planning import PlanItem
 from orchestrator.selection import Target
 from orchestrator.snapshot import Snapshot
@@ -33,6 +33,7 @@ from orchestrator.usecases.recording import (
     records_before_planning,
     start_event,
     task_rows,
+    timed_out_planning,
 )
 from orchestrator.usecases.summary import RunSummary
 from orchestrator.usecases.teardown import (
@@ -91,6 +92,9 @@ async def pipelined(td: Teardown, *, progress: Callable[[Snapshot], None] | None
         with contextlib.suppress(BaseException):
             await planner
         td.release()
+    if isinstance(feed.failure, DeadlineReached):
+        raise timed_out_planning(td.store, td.run_id, td.ctx, td.clock.now(), td.settings.timeout,
+                                 feed.failure) from feed.failure
     if feed.failure is not None and not (cut_short and isinstance(feed.failure, asyncio.CancelledError)):
         raise feed.failure
     if feed.discarded:

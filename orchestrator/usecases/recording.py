@@ -12,6 +12,7 @@ GENESIS(run_id) whenever its first record is written.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import UNPLANNED, unplanned_targets
+from orchestrator.errors import RunTimedOut
 from orchestrator.lifecycle import TERMINAL, Lifecycle, TaskModel, TaskState
 from orchestrator.planning import Action, Plan, PlanItem
 from orchestrator.store.repo import Context, Event, Store
@@ -67,9 +69,12 @@ def new_run(run_id: str, ctx: Context, tuning: Tuning, now: datetime, *, project
                exit_code=None, head_hash="")
 
 
-def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,
-              targets: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], list[Event]]:
-    """Task column dicts (pending / skipped / blocked per the plan) and their `plan` records."""
+def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime, targets: Mapping[str, str] | None = None,
+              *, read_at: datetime | None = None) -> tuple[list[dict[str, Any]], list[Event]]:
+    """Task column dicts (pending / skipped / blocked per the plan) and their `plan` records. `read_at`: when
+    the plan read the statuses (its start), if earlier than now: a first stop or delete goes out only on a reading
+    at most about one poll interval old, so a plan confirmed or reviewed later is read again first."""
+    observed = now if read_at is None else min(now, read_at)
     lifecycle = Lifecycle()
     with_target = "target" in Task.__table__.columns  # a store that records each task's target
     tasks: list[dict[str, Any]] = []
@@ -87,7 +92,7 @@ def task_rows(run_id: str, items: Sequence[PlanItem], now: datetime,
         row = {"run_id": run_id, "job_id": item.job_id, "name": item.name, "db_use_type": item.db_use_type,
                "engine_type": item.engine_type, "parent_job_id": item.parent_job_id,
                "order_id": item.order_id, "planned_action": item.action.value, "plan_status": item.status,
-               "state": model.state, "last_status": item.status, "last_observed_at": now,
+               "state": model.state, "last_status": item.status, "last_observed_at": observed,
                "reason": item.reason if model.state in TERMINAL else None, "error_code": item.error_code,
                "stop_attempts": 0, "forced": False, "busy_retries": 0, "resends": 0,
                "phase_started_at": now, "next_check_at": now, "unchanged_polls": 0, "lease_owner": None,
@@ -111,7 +116,7 @@ def start_run(store: Store, plan: Plan, ctx: Context, tuning: Tuning, now: datet
     run = new_run(run_id, ctx, tuning, now, project_id=plan.project_id, endpoint=plan.endpoint,
                   selection=selection or plan.selection.to_dict(), consent=consent, plan_hash=plan_hash,
                   status="running", options=options)
-    tasks, events = task_rows(run_id, plan.items, now, targets)
+    tasks, events = task_rows(run_id, plan.items, now, targets, read_at=plan.created_at)
     store.create_run(run, tasks, ctx, [start_event(plan, consent), *events], now)
     return run_id
 
@@ -158,6 +163,20 @@ def add_plan(store: Store, run_id: str, plan: Plan, ctx: Context, now: datetime,
     the run's recorded hash, kept when this plan only completes it (targets planned again on resume)."""
     known = set(store.job_states(run_id))
     items = [i for i in plan.items if i.job_id not in known]
-    tasks, events = task_rows(run_id, items, now, targets)
+    tasks, events = task_rows(run_id, items, now, targets, read_at=plan.created_at)
     store.add_tasks(run_id, tasks, ctx, [start_event(plan, consent), *events], now)  # type: ignore[attr-defined]
     store.set_run(run_id, status="running", plan_hash=plan_hash or plan.hash)
+
+
+def timed_out_planning(store: Store | None, run_id: str | None, ctx: Context | None, now: datetime,
+                       timeout: float, exc: BaseException) -> BaseException:
+    """The command's --timeout passed while the run was being planned: the run is left interrupted (`resume`
+    plans what was never recorded, with a fresh budget) and the command ends with exit 3, naming the cause (the
+    URL and what went wrong). Without a recorded run, the failure itself."""
+    if store is None or run_id is None or ctx is None:
+        return exc  # no run recorded: nothing to resume, the failure as it is
+    why = f"run timeout ({timeout:g}s) passed while planning: {getattr(exc, 'message', None) or exc}"
+    with contextlib.suppress(Exception):
+        store.set_run(run_id, status="interrupted")
+        store.append_events(run_id, ctx, [Event(trigger="run_interrupted", detail=why)], now)
+    return RunTimedOut(f"{why}; run {run_id} is resumable: drs-teardown resume {run_id}", run_id=run_id)

@@ -13,7 +13,7 @@ from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import unplanned_targets
-from orchestrator.errors import ConfigError, SelectionError
+from orchestrator.errors import ConfigError, DeadlineReached, SelectionError
 from orchestrator.selection import Selection, Target
 from orchestrator.snapshot import Snapshot
 from orchestrator.store.repo import Context, Event, Store
@@ -28,7 +28,13 @@ from orchestrator.usecases.connection import (
     tuning_for_run,
 )
 from orchestrator.usecases.context import new_context
-from orchestrator.usecases.recording import add_plan, needs_planning, note_unplanned, opening_for_resume
+from orchestrator.usecases.recording import (
+    add_plan,
+    needs_planning,
+    note_unplanned,
+    opening_for_resume,
+    timed_out_planning,
+)
 from orchestrator.usecases.summary import RunSummary, summarize
 from orchestrator.usecases.teardown import (
     ClientFactory,
@@ -85,19 +91,25 @@ class Resumption:
             if self.claim is not None:
                 self.claim.release()
             return summarize(self.store, self.run.id)
-        if needs_planning(self.run):
-            await self._plan_the_rest()
-        self.store.set_run(self.run.id, status="running")
+        # A resume gets a fresh --timeout budget, bounding its planning and its work alike.
+        deadline = self.clock.monotonic() + self.tuning.timeout
         try:
+            if needs_planning(self.run):
+                try:
+                    await self._plan_the_rest(deadline)
+                except DeadlineReached as exc:
+                    raise timed_out_planning(self.store, self.run.id, self.ctx, self.clock.now(),
+                                             self.tuning.timeout, exc) from exc
+            self.store.set_run(self.run.id, status="running")
             return await execute_run(self.store, self.conns, self.targets, self.settings, self.ctx, self.tuning,
                                      self.clock, self.run.id, fresh=False, progress=progress,
-                                     stop_event=stop_event, client_factory=self.client_factory)
+                                     stop_event=stop_event, client_factory=self.client_factory, deadline=deadline)
         finally:
             if self.claim is not None:
                 self.claim.release()
             leave_run(self.store, self.ctx, self.clock)
 
-    async def _plan_the_rest(self) -> None:
+    async def _plan_the_rest(self, deadline: float) -> None:
         """The run was killed while planning, or some of its targets failed to plan: plan them (the recorded
         selection), add what was never recorded. A target that fails again stays unplanned, said so."""
         targets = self.targets or [single_target(self.settings, Selection.from_dict(self.run.selection))]
@@ -108,7 +120,8 @@ class Resumption:
             pairs = [(t, c) for t, c in zip(targets, conns, strict=True) if t.label in unplanned]
             targets, conns = [t for t, _ in pairs], [c for _, c in pairs]
         run_plan = await plan_targets(self.settings, targets, conns, self.clock,
-                                      several=self.targets is not None, client_factory=self.client_factory)
+                                      several=self.targets is not None, client_factory=self.client_factory,
+                                      deadline=deadline)
         rails.check_max_targets(len(run_plan.items), self.settings.max_targets)
         add_plan(self.store, self.run.id, run_plan.as_plan(), self.ctx, self.clock.now(), consent=self.run.consent,
                  targets=run_plan.job_targets(), plan_hash=self.run.plan_hash)

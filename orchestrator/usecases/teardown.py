@@ -25,6 +25,7 @@ from orchestrator.engine.feed import Feed
 from orchestrator.errors import (
     AuthError,
     ConfigError,
+    DeadlineReached,
     DrsError,
     EngineAbort,
     Interrupted,
@@ -53,6 +54,7 @@ from orchestrator.usecases.recording import (
     open_run,
     records_before_planning,
     start_run,
+    timed_out_planning,
 )
 from orchestrator.usecases.routing import TargetRouter
 from orchestrator.usecases.summary import RunSummary, summarize, targets_of
@@ -255,6 +257,10 @@ class Teardown:
         that can, the run is recorded first, so a kill while planning leaves a resumable run."""
         try:
             return await self._plan(stop_event, record=record, check=check)
+        except DeadlineReached as exc:
+            self.release()
+            raise timed_out_planning(self.store, self.run_id, self.ctx, self.clock.now(), self.settings.timeout,
+                                     exc) from exc
         except BaseException as exc:
             if isinstance(exc, Refused) and self.run_id is not None and self.store is not None \
                     and self.ctx is not None:

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.clock import FakeClock
 from orchestrator.errors import AuthFailure, MalformedResponse, RequestRejected, TransportFailure
 from orchestrator.wire import StopRequest
-from tests.drs.mock import JOB, Calls, echo_status, error, job, jobs_ok, make_client, status_ok
+from tests.drs.mock import JOB, Calls, Handler, echo_status, error, job, jobs_ok, make_client, status_ok
 
 MALFORMED = [
     b'{"count": 1, "results": [{"id": "' + JOB.encode() + b'", "stat',  # truncated (framing intact)
@@ -63,6 +63,48 @@ def test_detail_and_list_answers_are_retried_too() -> None:
     calls = Calls(clock, httpx.Response(200, json={"total_record": 1, "jobs": None}), listed)
     client, _ = make_client(calls, clock)
     assert [j.id for j in asyncio.run(client.list_jobs("sync"))] == [JOB] and len(calls.requests) == 2
+
+
+def _list_handler(rows: list[str], *, drop: dict[int, int]) -> Handler:
+    """A list API over `rows` (100 a page); `drop` = page -> how many of its answers leave one row out."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        page, per = body["cur_page"], body["per_page"]
+        if (page - 1) * per >= max(1, len(rows)):
+            return error(400, "DRS.M00211", "The value of Page exceeds the upper limit.")
+        shown = rows[(page - 1) * per: page * per]
+        if drop.get(page, 0) > 0:
+            drop[page] -= 1
+            shown = shown[1:]
+        return httpx.Response(200, json={"total_record": len(rows),
+                                         "jobs": [{"id": i, "status": "CONFIGURATION"} for i in shown]})
+    return handler
+
+
+@pytest.mark.parametrize("page", [1, 2])
+def test_a_list_page_that_leaves_a_row_out_is_read_again(page: int) -> None:
+    """150 tasks, and one list answer leaves a row out (issue 12: a partial list answer): the page is read again,
+    every task is listed, and no page past the last is asked for (that was 400 DRS.M00211, exit 1)."""
+    clock = FakeClock()
+    rows = [job(i) for i in range(150)]
+    calls = Calls(clock, _list_handler(rows, drop={page: 1}))
+    client, _ = make_client(calls, clock)
+    listed = [j.id for j in asyncio.run(client.list_jobs("migration"))]
+    assert listed == rows
+    assert [json.loads(r.content)["cur_page"] for r in calls.requests] == sorted([1, 2, page])
+    assert client.stats["malformed"] == 1
+
+
+def test_a_list_page_that_stays_short_is_taken_as_the_service_gives_it() -> None:
+    """Whether total_record counts rows the list never shows is unknown (reference §14.7): a page that stays
+    short is read again twice, then taken, and the listing ends at the last page."""
+    clock = FakeClock()
+    rows = [job(i) for i in range(150)]
+    calls = Calls(clock, _list_handler(rows, drop={2: 10}))
+    client, _ = make_client(calls, clock)
+    listed = [j.id for j in asyncio.run(client.list_jobs("migration"))]
+    assert listed == rows[:100] + rows[101:]
+    assert [json.loads(r.content)["cur_page"] for r in calls.requests] == [1, 2, 2, 2]
 
 
 def test_an_unknown_status_is_passed_through_as_it_came() -> None:

@@ -205,6 +205,27 @@ def test_refusals_are_followed_by_a_detail_read_then_fail() -> None:
     assert on_answer(t, "delete", Answer("failed", "DRS.M00304"), NOW, TUNING, RNG).trigger == "fail"
 
 
+def test_a_refusal_then_a_detail_read_showing_an_order_blocks_even_on_a_deletable_status() -> None:
+    """An order that appears after the stop (issue 12): the delete is refused, the detail read shows the task
+    deletable and billed yearly/monthly. The plan would delete a deletable task with an order, but after a refusal
+    that would be a blind repeat: it is blocked, the order named, and the note that this run stopped it."""
+    t = task(S.DELETING, "RELEASE_RESOURCE_COMPLETE", stop_attempts=1)
+    d = on_answer(t, "delete", Answer("failed", "DRS.M00304", "billed yearly/monthly"), NOW, TUNING, RNG)
+    assert d.trigger == "requeue" and d.updates["detail_read"] is True
+    fires(t, d)
+    t = task(S.PENDING, "RELEASE_RESOURCE_COMPLETE", stop_attempts=1, rejections=1)
+    d = on_reading(t, Reading("RELEASE_RESOURCE_COMPLETE", order_id="CS7", detail=True), NOW, TUNING, RNG)
+    assert d.trigger == "block" and "yearly/monthly order CS7" in (d.reason or "")
+    assert (d.reason or "").endswith("stopped by this run, not deleted")
+    fires(t, d)
+    # Without a refusal first, a deletable task with an order is deleted as planned; so is an opted-in one.
+    fresh = task(S.PENDING, "RELEASE_RESOURCE_COMPLETE")
+    assert on_reading(fresh, Reading("RELEASE_RESOURCE_COMPLETE", order_id="CS7", detail=True), NOW, TUNING,
+                      RNG).trigger == "released"
+    assert on_reading(t, Reading("RELEASE_RESOURCE_COMPLETE", order_id="CS7", detail=True), NOW,
+                      Tuning(unsubscribe_prepaid=True), RNG).trigger == "released"
+
+
 def test_busy_backs_off_and_reads_detail_every_third_time() -> None:
     t = task(S.STOPPING)
     flags = []

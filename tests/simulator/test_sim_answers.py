@@ -175,6 +175,20 @@ def test_scripted_drift_between_plan_and_action(
     assert sim.violations == {rule: 1}
 
 
+def test_an_order_gained_is_excused_until_a_detail_answer_showed_it(make_sim: SimFactory) -> None:
+    """A status answer does not show period_order: a refusal because of an order the client has not been shown in
+    a detail answer is the world's doing (drift_refusals); after a detail answer showed it, it is a violation."""
+    sim, api = make_sim()
+    job = add(sim, "INCRE_TRANSFER_STARTED")
+    sim.drift(job, "gain_order")
+    assert api.status([job]).json()["results"][0]["status"] == "INCRE_TRANSFER_STARTED"
+    assert api.results(job, action="terminate")[0]["error_code"] == "DRS.M00304"
+    assert not sim.violations and [d["job_id"] for d in sim.drift_refusals] == [job]
+    assert api.detail([job]).json()["results"][0]["period_order"]["order_id"]
+    api.results(job, action="terminate")
+    assert sim.violations == {"action_on_period_order": 1}
+
+
 def test_drift_over_http_and_validation(make_sim: SimFactory) -> None:
     sim, api = make_sim()
     job = add(sim, "RELEASE_RESOURCE_COMPLETE")
@@ -183,6 +197,23 @@ def test_drift_over_http_and_validation(make_sim: SimFactory) -> None:
     assert raw.post(f"{api.url}/_sim/drift", json={"job_id": job, "change": "melt"}).status_code == 400
     assert raw.post(f"{api.url}/_sim/drift", json={"job_id": str(uuid.uuid4()), "change": "restart"}
                     ).status_code == 404
+
+
+@pytest.mark.parametrize("shape", ["failing", "all"])
+def test_a_task_purged_mid_release_reads_as_unknown(make_sim: SimFactory, shape: str) -> None:
+    """drift "purge": someone else deleted the task and the service forgot it. With batch-status answering an
+    unknown id with a 400 (§14.4), its results list only that id, or every id (§10.4 / §14)."""
+    sim, api = make_sim()
+    sim.configure(batch_status_unknown_http_status=400, unknown_id_results=shape)
+    gone, other = add(sim, "RELEASE_RESOURCE_STARTED"), add(sim, "RELEASE_RESOURCE_STARTED")
+    sim.drift(gone, "purge", after_reads=1)
+    assert api.status([gone, other]).status_code == 200  # the reading before it was purged
+    assert sim.status_of(gone) is None and gone not in sim.jobs
+    r = api.status([gone, other])
+    assert r.status_code == 400
+    listed = {i["id"]: i for i in r.json()["results"]}
+    assert listed[gone]["error_code"] == "DRS.M05004"  # deleted, and no longer kept
+    assert (other in listed) is (shape == "all")
 
 
 def test_random_drift_rate(make_sim: SimFactory, clock: ManualClock) -> None:
