@@ -55,7 +55,9 @@ def find_run(store: Store, run_id: str) -> Run:
 
 
 def pick_run(store: Store, run_id: str | None) -> Run | None:
-    """The named run, else the latest unfinished one; None when every run is finished."""
+    """The named run, else the latest unfinished one; None when every run is finished. Runs whose owner died are
+    first recorded as interrupted (the run row only: the trail's gap shows until `resume` writes run_resumed)."""
+    store.settle_dead_runs()
     if run_id:
         return find_run(store, run_id)
     unfinished = store.unfinished_runs()

@@ -281,6 +281,8 @@ class Teardown:
 
     async def _plan(self, stop_event: asyncio.Event | None, *, record: bool, check: bool) -> RunPlan:
         conns = self.connect()
+        if record and self.store is not None:
+            self.store.settle_dead_runs()  # a run whose owner died reads interrupted (its row; the trail is untouched)
         if record and self.consent and self.store is not None and records_before_planning(self.store):
             assert self.ctx is not None
             self.run_id = begin_run(self.store, self.ctx, self.tuning, self.clock.now(),

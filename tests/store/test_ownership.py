@@ -95,6 +95,24 @@ def test_a_claim_is_freed_by_sigkill_and_the_run_shows_interrupted_naming_its_ow
         assert store.run_status(store.run(run_id)).alive  # type: ignore[arg-type]
 
 
+def test_the_next_command_records_a_dead_run_interrupted(url: str, store: Store) -> None:
+    """A run whose owner died without a word (SIGKILL) is recorded interrupted by the next writing command
+    (here resume's pick), on its row only: no record is added to its trail."""
+    from orchestrator.usecases.resume import pick_run
+
+    run_id = record_run(store)
+    store.finish_planning(run_id, CTX, [Event(trigger="planned")], NOW)
+    child = Child(url, "doomed")
+    assert child.ask(f"take {run_id}")["won"]
+    before = len(store.records(run_id))
+    assert pick_run(store, None).status == "running"  # type: ignore[union-attr]  # alive: left as it is
+    child.kill(signal.SIGKILL)
+    picked = pick_run(store, None)
+    assert picked is not None and picked.id == run_id and picked.status == "interrupted"
+    assert store.run(run_id).status == "interrupted"  # type: ignore[union-attr]
+    assert len(store.records(run_id)) == before and store.verify(run_id).ok
+
+
 def test_a_new_run_is_owned_from_its_first_row_and_planned_in_batches(store: Store) -> None:
     run = new_run(status="planning")
     jobs = [job_id(i) for i in range(250)]
