@@ -295,3 +295,40 @@ def test_a_worker_started_before_the_run_waits_for_it(pg_url: str) -> None:
         assert work(0) == 0
         assert time.monotonic() - started < 5
         store.close()
+
+
+def test_a_worker_waits_for_a_run_still_being_planned(pg_url: str) -> None:
+    """A worker started once `run` has recorded its run, while that run is still reading its plan, waits for
+    the plan and joins (it used to leave at once with "nothing left", leaving the run to its one process)."""
+    import asyncio
+    import threading
+
+    from orchestrator.selection import Selection
+    from orchestrator.usecases import Teardown, work_runs
+    from tests.kit import settings
+
+    env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}
+    with simulator(profile="fast") as (sim, url):
+        sim.add_jobs(100, JobSpec(status="INCRE_TRANSFER_STARTED", db_use_type="sync"))
+        store = Store(pg_url)
+        s = settings(url, pg_url, poll_interval=0.05)
+        slow = settings(url, pg_url, poll_interval=0.05, rate=10.0)  # ten detail calls: about a second of plan
+
+        def plan_slowly() -> None:
+            td = Teardown(slow, env, selection=Selection(all=True), consent="test", store=Store(pg_url))
+            asyncio.run(td.plan())
+            td.record()
+            td.release()  # recorded, not executed here: the worker works it
+
+        planner = threading.Thread(target=plan_slowly)
+        planner.start()
+        deadline = time.monotonic() + 30
+        while not store.runs() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.status for r in store.runs()] == ["planning"]  # the worker starts while the plan is read
+        result = asyncio.run(work_runs(store, s, env, {}, None, stop_event=asyncio.Event(), wait_for_runs=0))
+        planner.join()
+        run = store.runs()[0]
+        assert result.exit_code == 0 and run.id in result.summaries
+        assert run.status == "finished" and store.state_counts(run.id) == {"deleted": 100}
+        store.close()

@@ -77,6 +77,7 @@ class WorkerLoop:
         self.store, self.settings, self.env, self.flags = store, settings, env, flags
         self.worker, self.clock, self.only, self.say, self.on_token = worker, clock, only, say, on_token
         self.wait_until = clock.monotonic() + wait_for_runs
+        self.deadline = clock.monotonic() + settings.timeout
         self.summaries: dict[str, RunSummary] = {}
         self._skipped: set[str] = set()
 
@@ -97,7 +98,7 @@ class WorkerLoop:
                     else:
                         self._close(r, s)  # done, but whoever finished its last task died before saying so
             if not left:
-                if self.summaries or self.clock.monotonic() >= self.wait_until:
+                if not self._being_planned() and (self.summaries or self.clock.monotonic() >= self.wait_until):
                     break
                 self._waiting(None)  # alive between runs: counts in the shares of the runs to come
                 with contextlib.suppress(TimeoutError):  # nothing yet: a run may be about to be recorded
@@ -143,6 +144,15 @@ class WorkerLoop:
                 continue
             out.append(r)
         return out
+
+    def _being_planned(self) -> bool:
+        """A run its live owner is still planning will have tasks to share: wait for it (within --timeout)
+        rather than leave with "nothing left" while its plan is being read."""
+        if self.clock.monotonic() >= self.deadline:
+            return False
+        runs = [r for r in self.store.unfinished_runs() if r.status == "planning"
+                and (self.only is None or r.id == self.only)]
+        return any(self.store.run_status(r).alive for r in runs)
 
     def _unplanned(self, run: Run) -> None:
         """Never closed by a worker: an interrupted run whose planning did not finish is not done, `resume`
