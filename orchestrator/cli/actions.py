@@ -25,7 +25,7 @@ from orchestrator.cli.options import (
     write_output_file,
 )
 from orchestrator.cli.shell import App, run_async
-from orchestrator.errors import EXIT_INTERRUPTED, EXIT_OK, SelectionError, TeardownError, UsageError
+from orchestrator.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SelectionError, TeardownError, UsageError
 
 if TYPE_CHECKING:
     import asyncio
@@ -162,16 +162,20 @@ def plan(app: App, out: str | None, output: str, max_targets: int | None, target
         td.check(run_plan)  # --max-targets: exit 2 after showing the plan
     except TeardownError as exc:
         refusal = exc
+    # A target that could not be planned leaves the plan incomplete: exit 3, its error in the document.
+    code = EXIT_INCOMPLETE if run_plan.failed else EXIT_OK
     if output == "json" and refusal is not None:
         refusal.document = doc  # type: ignore[attr-defined]  # the plan, with the error and its exit code
     elif output == "json" or out == "-":
-        app.emit({**doc, "exit_code": refusal.exit_code if refusal is not None else EXIT_OK})
+        app.emit({**doc, "exit_code": refusal.exit_code if refusal is not None else code})
     if output == "text":
         _show_plan(app, run_plan, to_stderr=out == "-")
+        for label, why in run_plan.failed.items():
+            app.say(f"target {label} could not be planned: {why}")
         app.say(f"plan hash {run_plan.hash}" + (f" saved to {out}" if out and out != "-" else ""))
     if refusal is not None:
         raise refusal
-    return EXIT_OK
+    return code
 
 
 PLAN_FILE_CAP = 64 * 1024 * 1024  # bytes: a 100,000-task plan is about 40 MiB

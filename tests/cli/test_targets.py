@@ -192,6 +192,25 @@ def test_a_target_failing_while_planning_does_not_stop_the_others_and_resume_pla
     assert v.exit_code == 0 and json.loads(v.stdout)["ok"] is True
 
 
+def test_a_plan_with_a_target_that_could_not_be_planned_exits_3(tmp_path: Path, sqlite_db: str) -> None:
+    """`plan --targets`: the plan of the targets that answered is shown, the one that failed is named with its
+    error, and the exit code says the plan is incomplete (3), in JSON and in text."""
+    with two_regions() as regions:
+        (north, north_url), (south, south_url) = regions
+        north.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED"))
+        path = north_and_south(tmp_path, north_url, south_url)
+        env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "DRS_TEARDOWN_DB": sqlite_db}
+        south.set_fault("list", "error_5xx", times=None, status=403)
+        as_json = cli(["plan", "--targets", str(path), "--output", "json"], env)
+        as_text = cli(["plan", "--targets", str(path)], env)
+        assert north.destructive_calls == [] and south.destructive_calls == []
+    d = json.loads(as_json.stdout)
+    assert as_json.exit_code == d["exit_code"] == 3, as_json.output
+    assert "planning failed" in next(t for t in d["targets"] if t["label"] == "south")["error"]
+    assert len(d["items"]) == 2
+    assert as_text.exit_code == 3 and "target south could not be planned" in as_text.stderr
+
+
 def test_every_target_failing_while_planning_is_the_commands_error(tmp_path: Path, sqlite_db: str) -> None:
     with two_regions() as regions:
         path = north_and_south(tmp_path, regions[0][1], regions[1][1])
