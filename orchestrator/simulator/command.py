@@ -31,7 +31,7 @@ def _credentials_from_env() -> tuple[dict[str, str], dict[str, str], set[tuple[s
     return aksk, security, users
 
 
-@click.group(name="simulator")
+@click.group(name="simulator", context_settings={"help_option_names": ["-h", "--help"]})
 def simulator_group() -> None:
     """The DRS simulator: a strict local stand-in for the DRS v3 API."""
 

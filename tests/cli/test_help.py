@@ -4,6 +4,8 @@ did-you-mean for config keys, and --log-format json on stderr."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,16 @@ def test_groups_take_dash_h_too() -> None:
     assert "Example" in cli(["db", "upgrade", "-h"]).stdout
     sim = cli(["simulator", "-h"])
     assert sim.exit_code == 0 and "serve" in sim.stdout
+
+
+def test_the_simulator_takes_dash_h_on_its_own_and_says_so() -> None:
+    """`-h` is the simulator's own option, listed in its help, also without the main CLI (python -m)."""
+    for args in (["simulator", "-h"], ["simulator", "serve", "-h"], ["simulator", "serve", "--port", "1", "-h"]):
+        h = cli(args)
+        assert h.exit_code == 0 and "-h, --help" in h.stdout, (args, h.output)
+    alone = subprocess.run([sys.executable, "-m", "orchestrator.simulator", "serve", "-h"], capture_output=True,
+                           text=True, timeout=60)
+    assert alone.returncode == 0 and "-h, --help" in alone.stdout and "--profile" in alone.stdout, alone.stderr
 
 
 @pytest.mark.parametrize("shell, needle", [("bash", "complete -o"), ("zsh", "compdef"),
