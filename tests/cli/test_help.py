@@ -109,3 +109,29 @@ def test_log_format_json_makes_every_stderr_line_a_json_object(sqlite_db: str) -
     responses = [line for line in lines if line.get("status") and line.get("method")]
     assert responses and all(line["path"].startswith("/v3/") and "request_id" in line for line in responses)
     assert TOKEN not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "config"])
+def test_language_zh_cn_reaches_the_simulator_and_its_message_shows_as_it_came(how: str, tmp_path: Path,
+                                                                               sqlite_db: str) -> None:
+    """`--language zh-cn` (or DRS_TEARDOWN_LANGUAGE, or [drs] language) is the X-Language of every DRS call the
+    run makes, and the service's Chinese error_msg reaches the trail unchanged."""
+    env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_DB": sqlite_db}
+    head: list[str] = []
+    if how == "flag":
+        head = ["--language", "zh-cn"]
+    elif how == "env":
+        env["DRS_TEARDOWN_LANGUAGE"] = "zh-cn"
+    else:
+        (tmp_path / "c.toml").write_text('[drs]\nlanguage = "zh-cn"\n')
+        head = ["--config", str(tmp_path / "c.toml")]
+    with simulator() as (sim, url):
+        job = sim.add_job(JobSpec(status="INCRE_TRANSFER_STARTED", busy_times=1))  # the first stop: DRS.M01504
+        env["DRS_TEARDOWN_ENDPOINT"] = url
+        r = cli([*head, "run", job, "--yes", "--poll-interval", "0.05", "--output", "json"], env)
+        languages = sim.languages
+    assert r.exit_code == 0, r.output
+    assert set(languages) == {"zh-cn"} and sum(languages.values()) >= 4, languages
+    trail = cli(["audit", json.loads(r.stdout)["run_id"], "--format", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
+    refused = [rec["detail"] for rec in json.loads(trail.stdout) if rec["error_code"] == "DRS.M01504"]
+    assert refused and all("迁移任务正在进行其他操作或迁移任务异常，请稍后重试。" in why for why in refused), refused
