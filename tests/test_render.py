@@ -167,6 +167,37 @@ def test_eta_of_a_resumed_run_counts_only_what_this_process_saw_settle() -> None
     assert value == pytest.approx(22 * 30 / 10)
 
 
+def test_eta_follows_what_is_left_to_wait_out_from_the_observed_release_times() -> None:
+    """A scripted 182-task run: 24 blocked, 10 deletable at once, 100 stopped at t=1 and 48 at t=30 (releases
+    take 40-58 s). The ETA never says "0s" or "2s" early, comes down as the tail's last release nears, and says
+    nothing once the last task is slower than every release seen (not "ETA 1s" for its last minute)."""
+    clock = FakeClock(T0)
+    eta = render.Eta()
+    releases = tuple(40.0 + 2 * (i % 10) for i in range(134))  # 40, 42, ... 58 s
+
+    def at(seconds: float, counts: dict[str, int], *, youngest: float | None, unstarted: int,
+           seen: tuple[float, ...] = releases) -> str:
+        clock.advance(seconds - clock.monotonic())
+        snap = _snap(clock, counts, total=182, release_seconds=seen, released=len(seen), youngest_wait=youngest,
+                     unstarted=unstarted)
+        return render.Eta.text(eta(snap), sum(n for s, n in counts.items() if s not in render.TERMINAL_STATES))
+
+    assert at(0, {"blocked": 24, "pending": 158}, youngest=None, unstarted=148, seen=()) == "ETA —"
+    assert at(3, {"blocked": 24, "releasing": 100, "pending": 48, "deleted": 10}, youngest=2, unstarted=48,
+              seen=()) == "ETA —"  # 10 quick deletes and no release seen yet: nothing to base an ETA on
+    # The first wave is half released; the second (stopped at t=30) waits a typical release from now on.
+    assert at(50, {"blocked": 24, "releasing": 98, "deleted": 60}, youngest=20, unstarted=0,
+              seen=releases[:50]) == "ETA ~1m22s"  # the pace (98 active x 50 s / 50 done) is the larger bound
+    # Tasks whose stop is still to be sent: not sooner than a whole typical (median, 48 s) release.
+    assert at(50, {"blocked": 24, "pending": 3, "deleted": 155}, youngest=None, unstarted=3) == "ETA ~48s"
+    # The tail: one task, stopped at t=30. The releases longer than its wait say how long it has left.
+    assert at(80, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=50, unstarted=0) == "ETA ~5s"
+    assert at(84, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=54, unstarted=0) == "ETA ~3s"
+    # Slower than every release seen: no guess, rather than "ETA 1s" until it ends.
+    assert at(90, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=60, unstarted=0) == "ETA —"
+    assert at(93, {"blocked": 24, "deleted": 158}, youngest=None, unstarted=0) == "done"
+
+
 # -- live, in a terminal --------------------------------------------------------------------------------------
 
 

@@ -168,8 +168,12 @@ def group_text(g: WaitGroup) -> str:
 
 class Eta:
     """When the run will be done, once there is data to say: tasks that settled well (deleted or skipped) during
-    the run, at least `min_done` of them and one observed release; blocked, failed and timed-out tasks are never
-    progress. The rate is the settled-well count over the time since the run started."""
+    the run, at least `min_done` of them, and one observed release; blocked, failed and timed-out tasks are never
+    progress. Two bounds, the larger wins: the pace so far (the settled-well count over the time since the run
+    started), and what is left to wait out, from the release times observed in this run: a task still to be
+    stopped waits a typical (median) release; the most recently stopped one waits the median of the releases
+    that took longer than it has waited so far. When that task is already slower than every release seen, only
+    the pace is left, and at the tail of a run (the pace says less than it has waited) no guess ("ETA —")."""
 
     def __init__(self, min_done: int = 3) -> None:
         self.min_done = min_done
@@ -186,11 +190,29 @@ class Eta:
             return 0.0
         if done < self.min_done or elapsed <= 0 or not (snap.release_seconds or snap.released):
             return None
-        eta = active * elapsed / done
-        if snap.release_seconds:
-            # The last tasks still wait out a release: not sooner than a typical one takes.
-            eta = max(eta, statistics.median(snap.release_seconds) / 2)
-        return eta
+        pace = active * elapsed / done
+        left = self.left_to_wait(snap)
+        if left is None:
+            # The most recently stopped task is slower than every release seen. While much is left (a wave of
+            # stops still releasing) the pace speaks; at the tail there is nothing to base a guess on.
+            return pace if snap.youngest_wait is not None and pace >= snap.youngest_wait else None
+        return max(pace, left)
+
+    @staticmethod
+    def left_to_wait(snap: Snapshot) -> float | None:
+        """The release still to wait out, from the observed release times (None: slower than all of them)."""
+        samples = sorted(snap.release_seconds)
+        if not samples:
+            return 0.0
+        if snap.unstarted is None:  # the engine did not say what waits: the last tasks wait out about half one
+            return statistics.median(samples) / 2
+        left = statistics.median(samples) if snap.unstarted else 0.0
+        if snap.youngest_wait is not None:
+            longer = [r for r in samples if r > snap.youngest_wait]
+            if not longer:
+                return None
+            left = max(left, statistics.median(longer) - snap.youngest_wait)
+        return left
 
     @staticmethod
     def text(eta: float | None, active: int) -> str:

@@ -19,6 +19,8 @@ RELEASE_SAMPLES = 500
 COUNTING_SHARE = 20
 MAX_EVERY = 2.0
 _DELETE_STATES = (TaskState.DELETABLE, TaskState.DELETING)
+_DONE_OR_DELETING = frozenset({*TERMINAL, *_DELETE_STATES, TaskState.UNSUBSCRIBING})
+_RELEASE_STATES = frozenset({TaskState.STOPPING, TaskState.RELEASING})
 
 
 def next_action(t: Tracked, tuning: Tuning) -> str:
@@ -53,6 +55,7 @@ class ProgressBook:
         self._reported_at = -1e18
         self._gap = every  # seconds until the next unforced report
         self.planning = False
+        self.stop_sent: Mapping[str, datetime] = {}  # job id -> when its first stop went out (the loop's record)
 
     def stopped_to_released(self, stopped_at: datetime | None, now: datetime) -> None:
         self.released += 1
@@ -100,8 +103,10 @@ class ProgressBook:
         else:
             all_counts = Counter({state.value: n for state, n in local.items()}) + self.settled_elsewhere
         self.total = max(self.total, sum(all_counts.values()))
+        now = self.clock.now()
+        youngest, unstarted = self._waits(tracked, now)
         return Snapshot(
-            now=self.clock.now(), started=self.started, total=self.total, counts=dict(all_counts),
+            now=now, started=self.started, total=self.total, counts=dict(all_counts),
             groups=tuple(WaitGroup(state.value, sum(actions[state].values()), dict(actions[state]),
                                    dict(remote[state])) for state in ACTIVE if state in actions),
             calls=calls, retries=client_stats.get("retries", 0), throttled=client_stats.get("throttled", 0),
@@ -109,4 +114,23 @@ class ProgressBook:
             + client_stats.get("malformed", 0),
             released=self.released, release_seconds=tuple(self.release_seconds),
             targets={k: {state.value: n for state, n in v.items()} for k, v in targets.items()},
-            planning=self.planning)
+            planning=self.planning, youngest_wait=youngest, unstarted=unstarted)
+
+    def _waits(self, tracked: Iterable[Tracked], now: datetime) -> tuple[float | None, int]:
+        """The seconds the most recently stopped task still waiting on a release has waited (from its first stop,
+        or from its phase's start for one stopped before this process took it over), and the active tasks whose
+        stop is still to be sent."""
+        stop_sent, youngest, unstarted = self.stop_sent, None, 0
+        for t in tracked:
+            state = t.model.state
+            if state in _DONE_OR_DELETING:
+                continue
+            since = stop_sent.get(t.job_id)
+            if since is None and state in _RELEASE_STATES:
+                since = t.phase_started
+            if since is not None:
+                waited = (now - since).total_seconds()
+                youngest = waited if youngest is None or waited < youngest else youngest
+            elif state is TaskState.PENDING and not t.delete_phase and t.planned_action != "delete":
+                unstarted += 1
+        return youngest, unstarted
