@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+AFTER_CHILDREN = "after_children"  # a WaitGroup next action: a parent waiting for its re-edit children
+
 
 @dataclass(frozen=True)
 class WaitGroup:

@@ -125,6 +125,14 @@ def test_the_line_says_what_each_group_waits_for_and_does_next() -> None:
     assert "\n" not in line.strip()
 
 
+def test_a_parent_waiting_for_its_children_is_named_as_such() -> None:
+    clock = FakeClock(T0)
+    progress, out = _progress(clock)
+    groups = (WaitGroup("pending", 3, {"terminate": 2, "after_children": 1}, {"INCRE_TRANSFER_STARTED": 3}),)
+    progress(_snap(clock, {"pending": 3, "releasing": 1}, groups=groups))
+    assert "3 pending (INCRE_TRANSFER_STARTED 3), terminate next for 2, 1 after its re-edit children" in _lines(out)[0]
+
+
 def test_a_wide_line_stays_one_line_in_a_narrow_log() -> None:
     clock = FakeClock(T0)
     console, out = _console(40)

@@ -21,7 +21,7 @@ from rich.text import Text
 from orchestrator.clock import Clock, RealClock
 from orchestrator.lifecycle import OUTCOME_ORDER, TERMINAL
 from orchestrator.planning import Plan
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.progress import AFTER_CHILDREN, Snapshot, WaitGroup
 
 OUTCOME_STYLE = {"deleted": "green", "skipped": "cyan", "blocked": "yellow", "failed": "red",
                  "timed_out": "red", "pending": "magenta"}
@@ -153,7 +153,9 @@ def _secs(seconds: float) -> str:
 
 def group_text(g: WaitGroup) -> str:
     """ "3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), force_terminate next for 1": what the
-    service says of the group's tasks, and the actions due next (polling goes without saying)."""
+    service says of the group's tasks, and the actions due next (polling goes without saying); a parent waiting
+    for its re-edit children says so ("1 after its re-edit children") rather than naming a stop it will not send
+    yet."""
     text = f"{g.count} {g.state}"
     remote = sorted(g.remote.items(), key=lambda kv: (-kv[1], kv[0]))
     if remote:
@@ -162,7 +164,8 @@ def group_text(g: WaitGroup) -> str:
     nexts = [(a, n) for a, n in sorted(g.next_actions.items(), key=lambda kv: (-kv[1], kv[0]))
              if n and a not in QUIET_ACTIONS]
     if nexts:
-        text += ", " + ", ".join(f"{a} next for {n}" for a, n in nexts)
+        text += ", " + ", ".join(f"{n} after its re-edit children" if a == AFTER_CHILDREN else f"{a} next for {n}"
+                                 for a, n in nexts)
     return text
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from time import process_time
 
@@ -11,7 +11,7 @@ from orchestrator.clock import Clock
 from orchestrator.engine.decide import Tracked, forces_after
 from orchestrator.engine.tuning import Tuning
 from orchestrator.lifecycle import ACTIVE, TERMINAL, TaskState
-from orchestrator.progress import Snapshot, WaitGroup
+from orchestrator.progress import AFTER_CHILDREN, Snapshot, WaitGroup
 
 RELEASE_SAMPLES = 500
 # A snapshot counts every task: with many tasks, report less often so that counting stays a small share of the
@@ -56,6 +56,7 @@ class ProgressBook:
         self._gap = every  # seconds until the next unforced report
         self.planning = False
         self.stop_sent: Mapping[str, datetime] = {}  # job id -> when its first stop went out (the loop's record)
+        self.children: Mapping[str, set[str]] = {}  # parent job id -> its re-edit children (the loop's record)
 
     def stopped_to_released(self, stopped_at: datetime | None, now: datetime) -> None:
         self.released += 1
@@ -81,21 +82,25 @@ class ProgressBook:
                   counts: Mapping[str, int] | None) -> Snapshot:
         # What a snapshot shows of a task is these five facts: count the distinct combinations at C speed (a
         # run's tasks share a few dozen), then tally each combination once.
-        facts = Counter([(t.model.state, t.target, t.observe, t.model.last_status, t.stop_attempts)
-                         for t in tracked])
+        if not isinstance(tracked, Collection):
+            tracked = list(tracked)
+        parents = self._waiting_parents(tracked)
+        facts = Counter([(t.model.state, t.target, t.observe, t.model.last_status, t.stop_attempts,
+                          t.job_id in parents) for t in tracked])
         local: Counter[TaskState] = Counter()
         actions: dict[TaskState, Counter[str]] = {}
         remote: dict[TaskState, Counter[str]] = {}
         targets: dict[str, Counter[TaskState]] = {}
         tuning = self.tuning
-        for (state, target, observe, status, attempts), n in facts.items():
+        for (state, target, observe, status, attempts, after_children), n in facts.items():
             local[state] += n
             if target:
                 targets.setdefault(target, Counter())[state] += n
             if state not in TERMINAL:
                 if state not in actions:
                     actions[state], remote[state] = Counter(), Counter()
-                actions[state][_next_action(state, observe, status, attempts, tuning)] += n
+                action = AFTER_CHILDREN if after_children else _next_action(state, observe, status, attempts, tuning)
+                actions[state][action] += n
                 if status:
                     remote[state][status] += n
         if counts is not None:
@@ -115,6 +120,13 @@ class ProgressBook:
             released=self.released, release_seconds=tuple(self.release_seconds),
             targets={k: {state.value: n for state, n in v.items()} for k, v in targets.items()},
             planning=self.planning, youngest_wait=youngest, unstarted=unstarted)
+
+    def _waiting_parents(self, tracked: Collection[Tracked]) -> frozenset[str]:
+        """Parents whose re-edit children are still active: they wait for them before anything is sent."""
+        if not self.children:
+            return frozenset()
+        active = {t.job_id for t in tracked if t.model.state not in TERMINAL}
+        return frozenset(p for p, kids in self.children.items() if p in active and not kids.isdisjoint(active))
 
     def _waits(self, tracked: Iterable[Tracked], now: datetime) -> tuple[float | None, int]:
         """The seconds the most recently stopped task still waiting on a release has waited (from its first stop,

@@ -144,3 +144,23 @@ def test_the_snapshot_says_what_is_left_to_wait_out_for_the_eta() -> None:
     assert (seen[-1].youngest_wait, seen[-1].unstarted) == (25.0, 0)  # resumed: h counts from its phase's start
     book.emit([task("f", TaskState.DELETING), task("g", TaskState.DELETED)], calls=0, client_stats={}, force=True)
     assert (seen[-1].youngest_wait, seen[-1].unstarted) == (None, 0)
+
+
+def test_a_parent_waiting_for_its_re_edit_children_says_so_not_the_stop_it_will_not_send_yet() -> None:
+    clock, seen = FakeClock(NOW), []
+    book = ProgressBook(clock, Tuning(), seen.append)
+    book.children = {"parent": {"kid"}, "other": {"gone-kid"}}
+
+    def task(job: str, state: TaskState) -> Tracked:
+        return Tracked(model=TaskModel(job, state, "INCRE_TRANSFER_STARTED"), planned_action="stop_then_delete",
+                       phase_started=NOW, next_check=NOW, observe=False)
+
+    book.emit([task("parent", TaskState.PENDING), task("kid", TaskState.RELEASING),
+               task("other", TaskState.PENDING), task("gone-kid", TaskState.DELETED)], calls=0, client_stats={},
+              force=True)
+    (pending,) = [g for g in seen[-1].groups if g.state == "pending"]
+    assert dict(pending.next_actions) == {"after_children": 1, "terminate": 1}
+    book.emit([task("parent", TaskState.PENDING), task("kid", TaskState.DELETED)], calls=0, client_stats={},
+              force=True)
+    (pending,) = [g for g in seen[-1].groups if g.state == "pending"]
+    assert dict(pending.next_actions) == {"terminate": 1}  # its child is gone: the parent's stop is next
