@@ -332,3 +332,18 @@ def test_live_progress_in_a_real_pseudo_terminal_fits_its_width(tmp_path: Path) 
     assert any("settled" in line for line in frames)
     too_wide = [line for line in frames if len(line) > 50]
     assert not too_wide, too_wide
+
+
+def test_each_waiting_group_has_its_own_line_in_the_live_panel() -> None:
+    """In a narrow terminal a long group is cut at the edge, and the next group still shows on its own line."""
+    clock = FakeClock(T0)
+    console, out = _console(72, terminal=True)
+    progress = render.Progress(console, live=True, interval=10, clock=clock)
+    groups = (WaitGroup("pending", 1, {"after_children": 1}, {"INCRE_TRANSFER_STARTED": 1}),
+              WaitGroup("releasing", 8, {"poll": 7, "force_terminate": 1},
+                        {"RELEASE_RESOURCE_STARTED": 7, "RELEASE_RESOURCE_FAILED": 1}))
+    console.print(progress.panel(_snap(clock, {"pending": 1, "releasing": 8, "deleted": 3}, groups=groups)))
+    lines = out.getvalue().splitlines()
+    assert lines[2] == "  1 pending (INCRE_TRANSFER_STARTED 1), 1 after its re-edit children"
+    assert lines[3].startswith("  8 releasing (RELEASE_RESOURCE_STARTED 7, RELEASE_RESOURCE_FAILED 1)")
+    assert lines[3].endswith("…") and all(len(line) <= 72 for line in lines) and len(lines) == 5

@@ -349,8 +349,9 @@ class Progress:
         return " · ".join(self._parts(snap, eta))
 
     def panel(self, snap: Snapshot, eta: float | None = None) -> Group:
-        """The live view: a bar with the counts and ETA, then a line each for states, waits and calls, cut to the
-        width (the bar shrinks first, then lines end in an ellipsis: nothing wraps)."""
+        """The live view: a bar with the counts and ETA, then a line for the states, one for each waiting group
+        and one for the calls, cut to the width (the bar shrinks first, then lines end in an ellipsis: nothing
+        wraps, and a long group does not hide the next one)."""
         settled = sum(n for s, n in snap.counts.items() if s in TERMINAL_STATES)
         parts = self._parts(snap, eta)
         head = f"{parts[0].strip()}  {parts[-1]}"
@@ -359,7 +360,11 @@ class Progress:
             filled = int(width * settled / snap.total) if snap.total else width
             head = f"{'█' * filled}{'░' * (width - filled)} {head}"
         rows = [Text(head)]
-        rows += [Text(f"  {p}") for p in parts[1:-1]]
+        waits = [group_text(g) for g in snap.groups if g.count]
+        middle = parts[1:-1]
+        if waits:  # the line of waits (parts[2]) becomes a line per group
+            middle = [middle[0], *waits, *middle[2:]]
+        rows += [Text(f"  {p}") for p in middle]
         for row in rows:
             row.no_wrap, row.overflow = True, "ellipsis"
         return Group(*rows)
