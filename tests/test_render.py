@@ -9,10 +9,12 @@ import io
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
 import sys
 import termios
+import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -347,3 +349,38 @@ def test_each_waiting_group_has_its_own_line_in_the_live_panel() -> None:
     assert lines[2] == "  1 pending (INCRE_TRANSFER_STARTED 1), 1 after its re-edit children"
     assert lines[3].startswith("  8 releasing (RELEASE_RESOURCE_STARTED 7, RELEASE_RESOURCE_FAILED 1)")
     assert lines[3].endswith("…") and all(len(line) <= 72 for line in lines) and len(lines) == 5
+
+
+# -- the real command in a real terminal (tmux) ---------------------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.mark.skipif(TMUX is None, reason="needs tmux (apt-get install -y tmux)")
+def test_the_demo_in_a_tmux_pane_draws_the_live_panel_within_its_width(tmp_path: Path) -> None:
+    """`drs-teardown demo` in a 72-column tmux pane: the screen, read back with capture-pane while it runs,
+    shows the live panel (bar, settled count, ETA, a line per waiting group, the calls), and no line is wider
+    than the pane (capture-pane -J joins wrapped lines, so a wrap would show as a longer line)."""
+    name = f"drs-teardown-test-{os.getpid()}"
+    exe = Path(sys.executable).with_name("drs-teardown")
+    command = (f"cd {tmp_path} && env -u COLUMNS -u LINES -u NO_COLOR DRS_TEARDOWN_DB=sqlite:///{tmp_path}/demo.db "
+               f"{exe} demo --jobs 12 --poll-interval 0.5; echo EXIT=$?; sleep 60")
+    subprocess.run([TMUX, "new-session", "-d", "-s", name, "-x", "72", "-y", "40", command], check=True)
+    screens: list[str] = []
+    try:
+        for _ in range(240):  # bounded: at most about two minutes
+            screen = subprocess.run([TMUX, "capture-pane", "-p", "-J", "-t", name], capture_output=True,
+                                    text=True, check=True).stdout
+            screens.append(screen)
+            if "EXIT=" in screen:
+                break
+            time.sleep(0.5)
+    finally:
+        subprocess.run([TMUX, "kill-session", "-t", name], check=False)
+    assert "EXIT=0" in screens[-1], screens[-1]
+    lines = [line for screen in screens for line in screen.splitlines()]
+    assert not [line for line in lines if len(line) > 72]
+    bars = [line for line in lines if re.match(r"^[█░]{8,} \[ *\d+s\] \d+/12 settled  ETA ", line)]
+    assert bars, screens[len(screens) // 2]
+    assert any(line.startswith("  calls ") and "retries" in line and "throttled" in line for line in lines)
+    assert any(re.match(r"^  \d+ (releasing|pending|stopping|deletable) ", line) for line in lines)
