@@ -4,6 +4,7 @@ did-you-mean for config keys, and --log-format json on stderr."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_language_zh_cn_reaches_the_simulator_and_its_message_shows_as_it_came(h
     trail = cli(["audit", json.loads(r.stdout)["run_id"], "--format", "json"], {"DRS_TEARDOWN_DB": sqlite_db})
     refused = [rec["detail"] for rec in json.loads(trail.stdout) if rec["error_code"] == "DRS.M01504"]
     assert refused and all("迁移任务正在进行其他操作或迁移任务异常，请稍后重试。" in why for why in refused), refused
+
+
+def _helps() -> str:
+    commands = [[], *([c] for c in COMMANDS), ["db", "upgrade"], ["simulator", "serve"]]
+    return "\n".join(cli([*c, "-h"]).stdout for c in commands)
+
+
+def test_the_readme_help_examples_are_what_the_help_shows() -> None:
+    """Every command line in the README's "Help, completion, language and logs" section is, verbatim, a line of
+    some command's --help (the examples and the completion install lines), and `simulator serve` shows its
+    examples too."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Help, completion, language and logs"):readme.index("## Progress and the report")]
+    blocks = re.findall(r"```console\n(.*?)```", section, re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 8
+    helps = _helps()
+    shown = {re.sub(r"^\w+:\s+", "", line.strip()) for line in helps.splitlines()}  # "bash:  eval ..." -> "eval ..."
+    missing = [line for line in lines if line not in shown]
+    assert not missing, missing
+    assert "Examples:" in cli(["simulator", "serve", "-h"]).stdout
