@@ -283,10 +283,48 @@ def test_a_real_rough_run_tells_every_retry_and_recovery(tmp_path: Path) -> None
             assert f"{stops[t.job_id]} stops" in row, t.name
         if t.error_code and t.state.value == "deleted":
             assert '<span class="rec-tag">recovered</span>' in row and f"<code>{t.error_code}</code>" in row
+    # Every escalation is visible: a force_terminate sent after plain terminates, with its reason, on that task only.
+    stops_said: dict[str, list[str]] = {}
+    for r in records:
+        if r.job_id and r.trigger in ("stop", "resend"):
+            stops_said.setdefault(r.job_id, []).append(r.detail or "")
+    escalated = {j for j, said in stops_said.items()
+                 if any("escalating to force_terminate" in d or (d.startswith("force_terminate")
+                                                                 and any(e.startswith("terminate") for e in said[:i]))
+                        for i, d in enumerate(said))}
+    for t in tasks:
+        said = stops_said.get(t.job_id)
+        assert ("escalated to force_terminate" in rows[t.name]) == (t.job_id in escalated), (t.name, said)
+        if t.job_id in escalated:
+            assert '<b class="flag">escalated</b>' in rows[t.name] and "force_terminate" in rows[t.name]
     per_item = Counter(r.error_code for r in records if r.job_id and r.error_code)
     chart = page[page.index("<h3>Error codes</h3>"):]
     for code in per_item:
         assert f"<code>{code}</code>" in chart, code
+
+
+def test_a_real_run_over_loopback_shows_each_escalation_with_its_reason(tmp_path: Path) -> None:
+    """Tasks whose plain terminates end RELEASE_RESOURCE_FAILED are escalated to force_terminate by the engine;
+    the report marks exactly those, with the reason the trail gives, and the trigger legend counts the stops."""
+    from tests.kit import add, simulator, sqlite_url, teardown
+
+    db = sqlite_url(tmp_path, "escalate.db")
+    with simulator() as (sim, url):
+        stuck = add(sim, 2, status="INCRE_TRANSFER_STARTED", release_fails=True)
+        plain = add(sim, 1, status="INCRE_TRANSFER_STARTED")
+        td = teardown(sim, url, db)
+    assert {j: td.outcomes[j] for j in stuck + plain} == dict.fromkeys(stuck + plain, "deleted")
+    store = Store(db)
+    try:
+        page = render_html(store, td.run_id).html
+        names = {t.job_id: t.name for t in store.tasks(td.run_id)}
+    finally:
+        store.close()
+    for job in stuck:
+        row = _row(page, names[job])
+        assert "escalated to force_terminate" in row and '<b class="flag">escalated</b>' in row
+        assert "escalating to force_terminate" in row and "RELEASE_RESOURCE_FAILED after 2 terminate(s)" in row
+    assert "escalated" not in _row(page, names[plain[0]])
 
 
 def test_a_run_recorded_before_planning_still_renders(store: Store) -> None:
