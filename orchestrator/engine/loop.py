@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import socket
@@ -43,6 +44,22 @@ from orchestrator.store.repo import Change, Context, Event, Store
 from orchestrator.wire import Exchange
 
 ALIVE_CHECK_SECONDS = 2.0  # how often the loop checks its database is still the file at its path
+
+
+log = logging.getLogger("drs_teardown.engine")
+
+
+def log_steps(changes: Sequence[Change]) -> None:
+    """-v: one line per task step committed (a transition or a task event), with its job id, trigger and reason."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for c in changes:
+        e = c.event
+        if e is None:
+            continue
+        log.info("%s %s: %s -> %s (%s)", e.trigger, c.job_id, e.from_state, e.to_state, e.detail or "", extra={
+            "job_id": c.job_id, "trigger": e.trigger, "from_state": e.from_state, "to_state": e.to_state,
+            "remote_status": e.remote_status, "error_code": e.error_code})
 
 
 class Engine:
@@ -179,6 +196,7 @@ class Engine:
             self.adopt(self.leases.held(), fresh=False)
             raise
         self.leases.committed(started)
+        log_steps(rows)
         self.report()
 
     def report(self, *, force: bool = False) -> None:

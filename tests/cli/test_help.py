@@ -157,3 +157,23 @@ def test_the_readme_help_examples_are_what_the_help_shows() -> None:
     missing = [line for line in lines if line not in shown]
     assert not missing, missing
     assert "Examples:" in cli(["simulator", "serve", "-h"]).stdout
+
+
+def test_log_format_json_names_the_task_of_each_step_and_request(sqlite_db: str) -> None:
+    """-v with --log-format json: each committed task step is a line with its job_id, trigger and states; each
+    request about tasks names them (job_id for one, job_ids for a batch); every line parses; no secret."""
+    with simulator() as (sim, url):
+        jobs = sim.add_jobs(2, JobSpec(status="INCRE_TRANSFER_STARTED"))
+        r = cli(["--log-format", "json", "-v", "run", *jobs, "--yes", "--poll-interval", "0.05"],
+                {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url,
+                 "DRS_TEARDOWN_DB": sqlite_db})
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    steps = [line for line in lines if line["logger"] == "drs_teardown.engine"]
+    for job in jobs:
+        mine = [(s["trigger"], s["from_state"], s["to_state"]) for s in steps if s.get("job_id") == job]
+        assert ("stop", "pending", "stopping") in mine and ("deleted", "deleting", "deleted") in mine, mine
+    assert all(s["run_id"] and s["worker"] for s in steps)
+    http = [line for line in lines if line.get("api") in ("batch-jobs", "batch-status")]
+    assert http and all(set(jobs) >= set(line.get("job_ids") or [line.get("job_id")]) for line in http)
+    assert TOKEN not in r.stderr + r.stdout
