@@ -177,3 +177,14 @@ def test_log_format_json_names_the_task_of_each_step_and_request(sqlite_db: str)
     http = [line for line in lines if line.get("api") in ("batch-jobs", "batch-status")]
     assert http and all(set(jobs) >= set(line.get("job_ids") or [line.get("job_id")]) for line in http)
     assert TOKEN not in r.stderr + r.stdout
+
+
+def test_more_invalid_values_name_the_input_and_list_the_valid_ones(sqlite_db: str) -> None:
+    """demo --profile and simulator serve --job-status: a usage error (exit 1) naming the option and listing the
+    valid values, not an "unexpected error"."""
+    demo = cli(["demo", "--profile", "nope"], {"DRS_TEARDOWN_DB": sqlite_db})
+    assert demo.exit_code == 1 and "--profile" in demo.stderr and "unexpected" not in demo.stderr
+    assert "bench, calm, fast, rough" in demo.stderr
+    status = cli(["simulator", "serve", "--job-status", "NOPE"])
+    assert status.exit_code == 1 and "'NOPE'" in status.stderr and "RELEASE_RESOURCE_COMPLETE" in status.stderr
+    assert "NODE_UPGRADE_FAILED" in status.stderr
