@@ -188,3 +188,27 @@ def test_more_invalid_values_name_the_input_and_list_the_valid_ones(sqlite_db: s
     status = cli(["simulator", "serve", "--job-status", "NOPE"])
     assert status.exit_code == 1 and "'NOPE'" in status.stderr and "RELEASE_RESOURCE_COMPLETE" in status.stderr
     assert "NODE_UPGRADE_FAILED" in status.stderr
+
+
+def test_the_progress_line_counts_the_retries_throttles_and_errors_the_service_served(sqlite_db: str) -> None:
+    """Without a terminal, the last progress line of a run against a throttling, failing service has its calls,
+    retries, throttles (429) and errors (5xx, dropped connections) as the simulator counted them serving the run."""
+    from orchestrator.simulator import ApiFaults, load_profile
+
+    profile = load_profile("fast").with_overrides(faults={"batch-status": ApiFaults(throttle_rate=3, throttle_burst=1)})
+    with simulator(profile=profile) as (sim, url):
+        jobs = sim.add_jobs(3, JobSpec(status="INCRE_TRANSFER_STARTED"))
+        sim.set_fault("batch-status", "error_5xx", times=2)
+        sim.set_fault("batch-status", "drop_before", times=1)
+        r = cli(["--progress-interval", "0.1", "run", *jobs, "--yes", "--poll-interval", "0.05"],
+                {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url,
+                 "DRS_TEARDOWN_DB": sqlite_db})
+        served = dict(sim.faults_served)
+    assert r.exit_code == 0, r.output
+    last = [line for line in r.stderr.splitlines() if " settled · " in line][-1]
+    m = re.search(r"calls (\d+), retries (\d+), throttled (\d+), errors (\d+)", last)
+    assert m, last
+    calls, retries, throttled, errors = map(int, m.groups())
+    assert throttled == served.get("batch-status:throttled", 0) >= 1, (last, served)
+    assert errors == served["batch-status:error_503"] + served["batch-status:drop_before"] == 3, (last, served)
+    assert retries >= throttled + errors and calls > retries
