@@ -384,3 +384,60 @@ def test_the_demo_in_a_tmux_pane_draws_the_live_panel_within_its_width(tmp_path:
     assert bars, screens[len(screens) // 2]
     assert any(line.startswith("  calls ") and "retries" in line and "throttled" in line for line in lines)
     assert any(re.match(r"^  \d+ (releasing|pending|stopping|deletable) ", line) for line in lines)
+
+
+# -- progress as JSON log records (--log-format json) ---------------------------------------------------------
+
+
+def test_json_progress_keeps_the_same_rhythm_and_carries_every_figure() -> None:
+    """--log-format json: a "progress" record at least every interval also when nothing changed (the heartbeat,
+    on a fake clock), with the counts, the waits and their next actions, the calls/retries/throttles/errors, the
+    ETA, and the plain line; the last state always ends the log."""
+    import logging
+
+    clock = FakeClock(T0)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("drs_teardown.test_json_progress")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(Keep())
+    progress = render.LogProgress(log, interval=10, clock=clock)
+    groups = (WaitGroup("releasing", 3, {"poll": 2, "force_terminate": 1},
+                        {"RELEASE_RESOURCE_STARTED": 2, "RELEASE_RESOURCE_FAILED": 1}),)
+    counts = {"releasing": 3, "blocked": 2, "deleted": 46}
+    progress(_snap(clock, counts, groups=groups, calls=90, retries=22, throttled=8, errors=26))
+    for at in (3, 6, 9.9):
+        clock.advance(at - clock.monotonic())
+        progress.tick()
+    assert len(records) == 1
+    clock.advance(0.1)
+    progress.tick()  # t = 10, nothing changed: the heartbeat's record
+    assert len(records) == 2
+    first = records[0]
+    assert first.getMessage() == "progress"
+    assert (first.counts, first.total, first.done) == (counts, 51, 48)  # type: ignore[attr-defined]
+    assert first.waits == ["3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), "  # type: ignore[attr-defined]
+                           "force_terminate next for 1"]
+    assert (first.calls, first.retries, first.throttled, first.errors) == (90, 22, 8, 26)  # type: ignore[attr-defined]
+    assert first.eta_s is None and first.line.startswith("[    0s] 48/51 settled")  # type: ignore[attr-defined]
+    assert records[1].elapsed_s == 10.0  # type: ignore[attr-defined]
+    clock.advance(1)
+    progress(_snap(clock, {"blocked": 2, "deleted": 49}))  # within min_gap of the last record: held back ...
+    progress.__exit__(None, None, None)  # ... and still the last record
+    assert records[-1].done == 51 and records[-1].line.endswith("done")  # type: ignore[attr-defined]
+
+
+def test_while_the_plan_is_still_read_there_is_no_eta_and_never_done() -> None:
+    """A pipelined run's first snapshots come before the plan has found its tasks: "planning", no ETA (more tasks
+    may come), not "0/0 settled … done"."""
+    clock = FakeClock(T0)
+    progress, out = _progress(clock)
+    progress(_snap(clock, {}, planning=True))
+    assert _lines(out)[0] == ("[    0s] planning · 0/0 settled · no tasks · calls 0, retries 0, throttled 0, "
+                              "errors 0 · ETA —")
+    assert render.Eta()(_snap(clock, {"deleted": 5}, planning=True)) is None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -189,6 +191,8 @@ class Eta:
         done = well - self._baseline
         active = sum(n for s, n in snap.counts.items() if s not in TERMINAL_STATES)
         elapsed = (snap.now - snap.started).total_seconds()
+        if snap.planning:  # the plan is still being read: more tasks may come
+            return None
         if active == 0:
             return 0.0
         if done < self.min_done or elapsed <= 0 or not (snap.release_seconds or snap.released):
@@ -368,3 +372,27 @@ class Progress:
         for row in rows:
             row.no_wrap, row.overflow = True, "ellipsis"
         return Group(*rows)
+
+
+class LogProgress(Progress):
+    """Progress as log records (--log-format json): the same status at the same moments as the plain lines (at
+    least every `interval`, at changes, the last state at the end), each one "progress" record with its figures
+    as fields: counts, total, done (settled), elapsed_s, eta_s, waits, calls, retries, throttled, errors, line."""
+
+    def __init__(self, log: logging.Logger, *, interval: float = 10.0, clock: Clock | None = None,
+                 min_gap: float = 2.0) -> None:
+        super().__init__(Console(file=io.StringIO()), live=False, interval=interval, clock=clock, min_gap=min_gap)
+        self.log = log
+
+    def _print(self, snap: Snapshot, eta: float | None = None) -> None:
+        self._last_line = self.clock.monotonic()
+        self._last_counts = dict(snap.counts)
+        self.lines += 1
+        eta = eta if eta is not None else self.eta(snap)
+        settled = sum(n for s, n in snap.counts.items() if s in TERMINAL_STATES)
+        self.log.info("progress", extra={
+            "counts": dict(snap.counts), "total": snap.total, "done": settled,
+            "elapsed_s": round(self._elapsed(snap), 1), "eta_s": None if eta is None else round(eta, 1),
+            "waits": [group_text(g) for g in snap.groups if g.count], "calls": snap.calls,
+            "retries": snap.retries, "throttled": snap.throttled, "errors": snap.errors,
+            "line": self.line(snap, eta)})

@@ -200,6 +200,7 @@ class Engine:
         self.report()
 
     def report(self, *, force: bool = False) -> None:
+        self.book.planning = self.feed is not None and not self.feed.done  # more tasks may still come
         counts = None
         if self.shared and self.book.report is not None:
             if not force and self.clock.monotonic() - self.book._reported_at < 1.0:
