@@ -89,8 +89,7 @@ class Engine:
         self.abort: EngineAbort | None = None
         self.left_behind: list[dict[str, Any]] = []  # what the final check found still present
         self._stop_sent: dict[str, datetime] = {}
-        self.book.stop_sent = self._stop_sent  # what the ETA waits out
-        self.book.children = self.children  # parents wait for their re-edit children
+        self.book.stop_sent, self.book.children = self._stop_sent, self.children  # the ETA's waits; parents' waits
         self._alive_checked = clock.monotonic()
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
