@@ -4,7 +4,9 @@ did-you-mean for config keys, and --log-format json on stderr."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +214,23 @@ def test_the_progress_line_counts_the_retries_throttles_and_errors_the_service_s
     assert throttled == served.get("batch-status:throttled", 0) >= 1, (last, served)
     assert errors == served["batch-status:error_503"] + served["batch-status:drop_before"] == 3, (last, served)
     assert retries >= throttled + errors and calls > retries
+
+
+def test_the_completion_scripts_complete_for_real() -> None:
+    """The installed hook works: bash, given `eval "$(drs-teardown completion bash)"`, completes command names and
+    option values through the console script; zsh's and fish's protocols answer too (the completion call is
+    not taken for an empty command line)."""
+    exe = Path(sys.executable).with_name("drs-teardown")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRS_TEARDOWN_", "_DRS_TEARDOWN"))}
+    env["PATH"] = f"{exe.parent}{os.pathsep}{env.get('PATH', '')}"
+    bash = shutil.which("bash")
+    if bash is not None:
+        script = ('eval "$(drs-teardown completion bash)"; COMP_WORDS=(drs-teardown re); COMP_CWORD=1; '
+                  '_drs_teardown_completion drs-teardown re drs-teardown; echo "${COMPREPLY[@]}"')
+        out = subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert out.stdout.split() == ["report", "resume"], out.stdout + out.stderr
+    for shell, words, cword, needle in (("zsh", "drs-teardown audit x --format ", "4", "csv"),
+                                        ("fish", "drs-teardown pl", "pl", "plan")):
+        call = {**env, "_DRS_TEARDOWN_COMPLETE": f"{shell}_complete", "COMP_WORDS": words, "COMP_CWORD": cword}
+        out = subprocess.run([str(exe)], env=call, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and needle in out.stdout and "no command given" not in out.stderr, out
