@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+AFTER_CHILDREN = "after_children"  # a WaitGroup next action: a parent waiting for its re-edit children
+
 
 @dataclass(frozen=True)
 class WaitGroup:
@@ -32,5 +34,10 @@ class Snapshot:
     errors: int = 0  # 5xx, transport faults and malformed answers, recovered or not
     released: int = 0  # tasks whose stop completed in this run
     release_seconds: tuple[float, ...] = ()  # stop -> released durations seen (latest last, capped), for an ETA
+    # For the ETA, what is still to wait out: the seconds the most recently stopped task still waiting on its
+    # release has waited so far (None: no task waits on a release), and how many active tasks still need their
+    # stop sent. `unstarted` None: the engine did not say (the ETA then falls back on the release times alone).
+    youngest_wait: float | None = None
+    unstarted: int | None = None
     targets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # target label -> local state -> n
     planning: bool = False  # details are still being read (the plan is pipelined into the run)

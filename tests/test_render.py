@@ -9,10 +9,12 @@ import io
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
 import sys
 import termios
+import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +127,14 @@ def test_the_line_says_what_each_group_waits_for_and_does_next() -> None:
     assert "\n" not in line.strip()
 
 
+def test_a_parent_waiting_for_its_children_is_named_as_such() -> None:
+    clock = FakeClock(T0)
+    progress, out = _progress(clock)
+    groups = (WaitGroup("pending", 3, {"terminate": 2, "after_children": 1}, {"INCRE_TRANSFER_STARTED": 3}),)
+    progress(_snap(clock, {"pending": 3, "releasing": 1}, groups=groups))
+    assert "3 pending (INCRE_TRANSFER_STARTED 3), terminate next for 2, 1 after its re-edit children" in _lines(out)[0]
+
+
 def test_a_wide_line_stays_one_line_in_a_narrow_log() -> None:
     clock = FakeClock(T0)
     console, out = _console(40)
@@ -165,6 +175,37 @@ def test_eta_of_a_resumed_run_counts_only_what_this_process_saw_settle() -> None
     clock.advance(30)
     value = eta(_snap(clock, {"deleted": 160, "releasing": 22}, release_seconds=(25.0,), released=10))
     assert value == pytest.approx(22 * 30 / 10)
+
+
+def test_eta_follows_what_is_left_to_wait_out_from_the_observed_release_times() -> None:
+    """A scripted 182-task run: 24 blocked, 10 deletable at once, 100 stopped at t=1 and 48 at t=30 (releases
+    take 40-58 s). The ETA never says "0s" or "2s" early, comes down as the tail's last release nears, and says
+    nothing once the last task is slower than every release seen (not "ETA 1s" for its last minute)."""
+    clock = FakeClock(T0)
+    eta = render.Eta()
+    releases = tuple(40.0 + 2 * (i % 10) for i in range(134))  # 40, 42, ... 58 s
+
+    def at(seconds: float, counts: dict[str, int], *, youngest: float | None, unstarted: int,
+           seen: tuple[float, ...] = releases) -> str:
+        clock.advance(seconds - clock.monotonic())
+        snap = _snap(clock, counts, total=182, release_seconds=seen, released=len(seen), youngest_wait=youngest,
+                     unstarted=unstarted)
+        return render.Eta.text(eta(snap), sum(n for s, n in counts.items() if s not in render.TERMINAL_STATES))
+
+    assert at(0, {"blocked": 24, "pending": 158}, youngest=None, unstarted=148, seen=()) == "ETA —"
+    assert at(3, {"blocked": 24, "releasing": 100, "pending": 48, "deleted": 10}, youngest=2, unstarted=48,
+              seen=()) == "ETA —"  # 10 quick deletes and no release seen yet: nothing to base an ETA on
+    # The first wave is half released; the second (stopped at t=30) waits a typical release from now on.
+    assert at(50, {"blocked": 24, "releasing": 98, "deleted": 60}, youngest=20, unstarted=0,
+              seen=releases[:50]) == "ETA ~1m22s"  # the pace (98 active x 50 s / 50 done) is the larger bound
+    # Tasks whose stop is still to be sent: not sooner than a whole typical (median, 48 s) release.
+    assert at(50, {"blocked": 24, "pending": 3, "deleted": 155}, youngest=None, unstarted=3) == "ETA ~48s"
+    # The tail: one task, stopped at t=30. The releases longer than its wait say how long it has left.
+    assert at(80, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=50, unstarted=0) == "ETA ~5s"
+    assert at(84, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=54, unstarted=0) == "ETA ~3s"
+    # Slower than every release seen: no guess, rather than "ETA 1s" until it ends.
+    assert at(90, {"blocked": 24, "releasing": 1, "deleted": 157}, youngest=60, unstarted=0) == "ETA —"
+    assert at(93, {"blocked": 24, "deleted": 158}, youngest=None, unstarted=0) == "done"
 
 
 # -- live, in a terminal --------------------------------------------------------------------------------------
@@ -293,3 +334,110 @@ def test_live_progress_in_a_real_pseudo_terminal_fits_its_width(tmp_path: Path) 
     assert any("settled" in line for line in frames)
     too_wide = [line for line in frames if len(line) > 50]
     assert not too_wide, too_wide
+
+
+def test_each_waiting_group_has_its_own_line_in_the_live_panel() -> None:
+    """In a narrow terminal a long group is cut at the edge, and the next group still shows on its own line."""
+    clock = FakeClock(T0)
+    console, out = _console(72, terminal=True)
+    progress = render.Progress(console, live=True, interval=10, clock=clock)
+    groups = (WaitGroup("pending", 1, {"after_children": 1}, {"INCRE_TRANSFER_STARTED": 1}),
+              WaitGroup("releasing", 8, {"poll": 7, "force_terminate": 1},
+                        {"RELEASE_RESOURCE_STARTED": 7, "RELEASE_RESOURCE_FAILED": 1}))
+    console.print(progress.panel(_snap(clock, {"pending": 1, "releasing": 8, "deleted": 3}, groups=groups)))
+    lines = out.getvalue().splitlines()
+    assert lines[2] == "  1 pending (INCRE_TRANSFER_STARTED 1), 1 after its re-edit children"
+    assert lines[3].startswith("  8 releasing (RELEASE_RESOURCE_STARTED 7, RELEASE_RESOURCE_FAILED 1)")
+    assert lines[3].endswith("…") and all(len(line) <= 72 for line in lines) and len(lines) == 5
+
+
+# -- the real command in a real terminal (tmux) ---------------------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.mark.skipif(TMUX is None, reason="needs tmux (apt-get install -y tmux)")
+def test_the_demo_in_a_tmux_pane_draws_the_live_panel_within_its_width(tmp_path: Path) -> None:
+    """`drs-teardown demo` in a 72-column tmux pane: the screen, read back with capture-pane while it runs,
+    shows the live panel (bar, settled count, ETA, a line per waiting group, the calls), and no line is wider
+    than the pane (capture-pane -J joins wrapped lines, so a wrap would show as a longer line)."""
+    name = f"drs-teardown-test-{os.getpid()}"
+    exe = Path(sys.executable).with_name("drs-teardown")
+    command = (f"cd {tmp_path} && env -u COLUMNS -u LINES -u NO_COLOR DRS_TEARDOWN_DB=sqlite:///{tmp_path}/demo.db "
+               f"{exe} demo --jobs 12 --poll-interval 0.5; echo EXIT=$?; sleep 60")
+    subprocess.run([TMUX, "new-session", "-d", "-s", name, "-x", "72", "-y", "40", command], check=True)
+    screens: list[str] = []
+    try:
+        for _ in range(240):  # bounded: at most about two minutes
+            screen = subprocess.run([TMUX, "capture-pane", "-p", "-J", "-t", name], capture_output=True,
+                                    text=True, check=True).stdout
+            screens.append(screen)
+            if "EXIT=" in screen:
+                break
+            time.sleep(0.5)
+    finally:
+        subprocess.run([TMUX, "kill-session", "-t", name], check=False)
+    assert "EXIT=0" in screens[-1], screens[-1]
+    lines = [line for screen in screens for line in screen.splitlines()]
+    assert not [line for line in lines if len(line) > 72]
+    bars = [line for line in lines if re.match(r"^[█░]{8,} \[ *\d+s\] \d+/12 settled  ETA ", line)]
+    assert bars, screens[len(screens) // 2]
+    assert any(line.startswith("  calls ") and "retries" in line and "throttled" in line for line in lines)
+    assert any(re.match(r"^  \d+ (releasing|pending|stopping|deletable) ", line) for line in lines)
+
+
+# -- progress as JSON log records (--log-format json) ---------------------------------------------------------
+
+
+def test_json_progress_keeps_the_same_rhythm_and_carries_every_figure() -> None:
+    """--log-format json: a "progress" record at least every interval also when nothing changed (the heartbeat,
+    on a fake clock), with the counts, the waits and their next actions, the calls/retries/throttles/errors, the
+    ETA, and the plain line; the last state always ends the log."""
+    import logging
+
+    clock = FakeClock(T0)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("drs_teardown.test_json_progress")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(Keep())
+    progress = render.LogProgress(log, interval=10, clock=clock)
+    groups = (WaitGroup("releasing", 3, {"poll": 2, "force_terminate": 1},
+                        {"RELEASE_RESOURCE_STARTED": 2, "RELEASE_RESOURCE_FAILED": 1}),)
+    counts = {"releasing": 3, "blocked": 2, "deleted": 46}
+    progress(_snap(clock, counts, groups=groups, calls=90, retries=22, throttled=8, errors=26))
+    for at in (3, 6, 9.9):
+        clock.advance(at - clock.monotonic())
+        progress.tick()
+    assert len(records) == 1
+    clock.advance(0.1)
+    progress.tick()  # t = 10, nothing changed: the heartbeat's record
+    assert len(records) == 2
+    first = records[0]
+    assert first.getMessage() == "progress"
+    assert (first.counts, first.total, first.done) == (counts, 51, 48)  # type: ignore[attr-defined]
+    assert first.waits == ["3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), "  # type: ignore[attr-defined]
+                           "force_terminate next for 1"]
+    assert (first.calls, first.retries, first.throttled, first.errors) == (90, 22, 8, 26)  # type: ignore[attr-defined]
+    assert first.eta_s is None and first.line.startswith("[    0s] 48/51 settled")  # type: ignore[attr-defined]
+    assert records[1].elapsed_s == 10.0  # type: ignore[attr-defined]
+    clock.advance(1)
+    progress(_snap(clock, {"blocked": 2, "deleted": 49}))  # within min_gap of the last record: held back ...
+    progress.__exit__(None, None, None)  # ... and still the last record
+    assert records[-1].done == 51 and records[-1].line.endswith("done")  # type: ignore[attr-defined]
+
+
+def test_while_the_plan_is_still_read_there_is_no_eta_and_never_done() -> None:
+    """A pipelined run's first snapshots come before the plan has found its tasks: "planning", no ETA (more tasks
+    may come), not "0/0 settled … done"."""
+    clock = FakeClock(T0)
+    progress, out = _progress(clock)
+    progress(_snap(clock, {}, planning=True))
+    assert _lines(out)[0] == ("[    0s] planning · 0/0 settled · no tasks · calls 0, retries 0, throttled 0, "
+                              "errors 0 · ETA —")
+    assert render.Eta()(_snap(clock, {"deleted": 5}, planning=True)) is None

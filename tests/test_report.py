@@ -284,6 +284,29 @@ def test_html_of_a_tampered_run_says_where_it_broke(real: RealRun, tmp_path: Pat
     assert not report.ok and report.verification.broken_seq == 45 and report.exit_code == 4
 
 
+def test_report_command_exits_4_on_a_broken_chain_and_still_writes_the_report(real: RealRun, tmp_path: Path) -> None:
+    """The CLI: `report` on an edited trail writes the file with its red banner, says so, and exits 4 (text and
+    JSON); on the intact original it exits 0."""
+    from tests.kit import cli
+
+    run = copy_run(real, tmp_path / "tampered.db")
+    intact = cli(["report", run.run_id, "--html", str(tmp_path / "ok.html")], {"DRS_TEARDOWN_DB": run.url})
+    assert intact.exit_code == 0, intact.output
+    with Attacker(run.path) as attacker:
+        attacker.drop_triggers()
+        attacker.execute("UPDATE audit_records SET reason = 'nothing to see' WHERE run_id = ? AND seq = 12",
+                         (run.run_id,))
+    html = tmp_path / "broken.html"
+    r = cli(["report", run.run_id, "--html", str(html)], {"DRS_TEARDOWN_DB": run.url})
+    assert r.exit_code == 4 and "BROKEN" in r.stderr, r.output
+    assert '<div class="banner bad">' in html.read_text() and "BROKEN at record seq 12" in html.read_text()
+    j = cli(["report", run.run_id, "--html", str(tmp_path / "b2.html"), "--output", "json"],
+            {"DRS_TEARDOWN_DB": run.url})
+    assert j.exit_code == 4 and json.loads(j.stdout) == {"run_id": run.run_id, "html": str(tmp_path / "b2.html"),
+                                                         "chain_ok": False, "exit_code": 4}
+    assert (tmp_path / "b2.html").exists()
+
+
 def test_html_stays_sane_for_2000_tasks(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'big.db'}")
     try:

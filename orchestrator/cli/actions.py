@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.cli.logs import LOG_CONTEXT, JsonProgress
+from orchestrator.cli.logs import LOG_CONTEXT, say_log
 from orchestrator.cli.options import (
     SELECTION_KEYS,
     build_selection,
@@ -59,10 +59,11 @@ Examples:
 """
 
 
-def _progress(app: App, every: float) -> Progress | JsonProgress:
+def _progress(app: App, every: float) -> Progress:
+    from orchestrator.cli.render import LogProgress, Progress
+
     if app.log_format == "json":
-        return JsonProgress(every)
-    from orchestrator.cli.render import Progress
+        return LogProgress(say_log, interval=every)
 
     live = app.output == "text" and app.err.is_terminal
     return Progress(app.err, live=live, interval=every)

@@ -52,8 +52,7 @@ def simulator(ctx: click.Context) -> int:
     # Imported on use: the simulator is not needed by any other command.
     from orchestrator.simulator.command import simulator_group
 
-    args = ["--help" if a == "-h" else a for a in ctx.args]
-    rv = simulator_group.main(args=args, prog_name="drs-teardown simulator", standalone_mode=False)
+    rv = simulator_group.main(args=ctx.args, prog_name="drs-teardown simulator", standalone_mode=False)
     return rv if isinstance(rv, int) else EXIT_OK
 
 

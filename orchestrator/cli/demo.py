@@ -42,14 +42,18 @@ def demo(app: App, n_jobs: int, seed: int, profile: str, poll_interval: float, o
 
     from orchestrator.cli.render import plan_table, summary_table
     from orchestrator.selection import Selection
-    from orchestrator.simulator import Simulator
+    from orchestrator.simulator import Simulator, load_profile
     from orchestrator.store.repo import Store
     from orchestrator.usecases import Teardown
 
+    try:
+        loaded = load_profile(profile)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from exc
     settings = load_settings(app.config, {}, {"db": app.db or app.env.get("DRS_TEARDOWN_DB"), **app.globals})
     token = secrets.token_urlsafe(24)
     app.redactor.add(token)
-    sim = Simulator(seed=seed, jobs=n_jobs, profile=profile, tokens={token})
+    sim = Simulator(seed=seed, jobs=n_jobs, profile=loaded, tokens={token})
     store = Store(settings.db)
     with sim.serve() as url:
         app.say(f"simulator listening on {url} (project {sim.project_id}, profile {profile}, "

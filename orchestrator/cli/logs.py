@@ -90,29 +90,3 @@ def setup_logging(verbose: int, env: Mapping[str, str], log_format: str = "text"
     # Python warnings go through logging, shown only at -vv: no warning reaches a user unasked.
     logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
     return redactor
-
-
-class JsonProgress:
-    """Progress as JSON log lines (--log-format json): one at the first snapshot, then at most every `every` s."""
-
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: float | None = None
-
-    def __enter__(self) -> JsonProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def __call__(self, snap: Any) -> None:
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self.every:
-            return
-        self._last = now
-        counts = dict(getattr(snap, "counts", {}))
-        done = sum(n for state, n in counts.items() if state in ("deleted", "skipped", "blocked", "failed",
-                                                                 "timed_out"))
-        elapsed = (snap.now - snap.started).total_seconds() if hasattr(snap, "now") else None
-        say_log.info("progress", extra={"counts": counts, "total": getattr(snap, "total", None), "done": done,
-                                        "elapsed_s": elapsed})

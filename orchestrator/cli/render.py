@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from rich.text import Text
 from orchestrator.clock import Clock, RealClock
 from orchestrator.lifecycle import OUTCOME_ORDER, TERMINAL
 from orchestrator.planning import Plan
-from orchestrator.snapshot import Snapshot, WaitGroup
+from orchestrator.snapshot import AFTER_CHILDREN, Snapshot, WaitGroup
 
 OUTCOME_STYLE = {"deleted": "green", "skipped": "cyan", "blocked": "yellow", "failed": "red",
                  "timed_out": "red", "pending": "magenta"}
@@ -161,7 +163,9 @@ def _secs(seconds: float) -> str:
 
 def group_text(g: WaitGroup) -> str:
     """ "3 releasing (RELEASE_RESOURCE_STARTED 2, RELEASE_RESOURCE_FAILED 1), force_terminate next for 1": what the
-    service says of the group's tasks, and the actions due next (polling goes without saying)."""
+    service says of the group's tasks, and the actions due next (polling goes without saying); a parent waiting
+    for its re-edit children says so ("1 after its re-edit children") rather than naming a stop it will not send
+    yet."""
     text = f"{g.count} {g.state}"
     remote = sorted(g.remote.items(), key=lambda kv: (-kv[1], kv[0]))
     if remote:
@@ -170,14 +174,19 @@ def group_text(g: WaitGroup) -> str:
     nexts = [(a, n) for a, n in sorted(g.next_actions.items(), key=lambda kv: (-kv[1], kv[0]))
              if n and a not in QUIET_ACTIONS]
     if nexts:
-        text += ", " + ", ".join(f"{a} next for {n}" for a, n in nexts)
+        text += ", " + ", ".join(f"{n} after its re-edit children" if a == AFTER_CHILDREN else f"{a} next for {n}"
+                                 for a, n in nexts)
     return text
 
 
 class Eta:
     """When the run will be done, once there is data to say: tasks that settled well (deleted or skipped) during
-    the run, at least `min_done` of them and one observed release; blocked, failed and timed-out tasks are never
-    progress. The rate is the settled-well count over the time since the run started."""
+    the run, at least `min_done` of them, and one observed release; blocked, failed and timed-out tasks are never
+    progress. Two bounds, the larger wins: the pace so far (the settled-well count over the time since the run
+    started), and what is left to wait out, from the release times observed in this run: a task still to be
+    stopped waits a typical (median) release; the most recently stopped one waits the median of the releases
+    that took longer than it has waited so far. When that task is already slower than every release seen, only
+    the pace is left, and at the tail of a run (the pace says less than it has waited) no guess ("ETA —")."""
 
     def __init__(self, min_done: int = 3) -> None:
         self.min_done = min_done
@@ -190,15 +199,35 @@ class Eta:
         done = well - self._baseline
         active = sum(n for s, n in snap.counts.items() if s not in TERMINAL_STATES)
         elapsed = (snap.now - snap.started).total_seconds()
+        if snap.planning:  # the plan is still being read: more tasks may come
+            return None
         if active == 0:
             return 0.0
         if done < self.min_done or elapsed <= 0 or not (snap.release_seconds or snap.released):
             return None
-        eta = active * elapsed / done
-        if snap.release_seconds:
-            # The last tasks still wait out a release: not sooner than a typical one takes.
-            eta = max(eta, statistics.median(snap.release_seconds) / 2)
-        return eta
+        pace = active * elapsed / done
+        left = self.left_to_wait(snap)
+        if left is None:
+            # The most recently stopped task is slower than every release seen. While much is left (a wave of
+            # stops still releasing) the pace speaks; at the tail there is nothing to base a guess on.
+            return pace if snap.youngest_wait is not None and pace >= snap.youngest_wait else None
+        return max(pace, left)
+
+    @staticmethod
+    def left_to_wait(snap: Snapshot) -> float | None:
+        """The release still to wait out, from the observed release times (None: slower than all of them)."""
+        samples = sorted(snap.release_seconds)
+        if not samples:
+            return 0.0
+        if snap.unstarted is None:  # the engine did not say what waits: the last tasks wait out about half one
+            return statistics.median(samples) / 2
+        left = statistics.median(samples) if snap.unstarted else 0.0
+        if snap.youngest_wait is not None:
+            longer = [r for r in samples if r > snap.youngest_wait]
+            if not longer:
+                return None
+            left = max(left, statistics.median(longer) - snap.youngest_wait)
+        return left
 
     @staticmethod
     def text(eta: float | None, active: int) -> str:
@@ -332,8 +361,9 @@ class Progress:
         return " · ".join(self._parts(snap, eta))
 
     def panel(self, snap: Snapshot, eta: float | None = None) -> Group:
-        """The live view: a bar with the counts and ETA, then a line each for states, waits and calls, cut to the
-        width (the bar shrinks first, then lines end in an ellipsis: nothing wraps)."""
+        """The live view: a bar with the counts and ETA, then a line for the states, one for each waiting group
+        and one for the calls, cut to the width (the bar shrinks first, then lines end in an ellipsis: nothing
+        wraps, and a long group does not hide the next one)."""
         settled = sum(n for s, n in snap.counts.items() if s in TERMINAL_STATES)
         parts = self._parts(snap, eta)
         head = f"{parts[0].strip()}  {parts[-1]}"
@@ -342,7 +372,35 @@ class Progress:
             filled = int(width * settled / snap.total) if snap.total else width
             head = f"{'█' * filled}{'░' * (width - filled)} {head}"
         rows = [Text(head)]
-        rows += [Text(f"  {p}") for p in parts[1:-1]]
+        waits = [group_text(g) for g in snap.groups if g.count]
+        middle = parts[1:-1]
+        if waits:  # the line of waits (parts[2]) becomes a line per group
+            middle = [middle[0], *waits, *middle[2:]]
+        rows += [Text(f"  {p}") for p in middle]
         for row in rows:
             row.no_wrap, row.overflow = True, "ellipsis"
         return Group(*rows)
+
+
+class LogProgress(Progress):
+    """Progress as log records (--log-format json): the same status at the same moments as the plain lines (at
+    least every `interval`, at changes, the last state at the end), each one "progress" record with its figures
+    as fields: counts, total, done (settled), elapsed_s, eta_s, waits, calls, retries, throttled, errors, line."""
+
+    def __init__(self, log: logging.Logger, *, interval: float = 10.0, clock: Clock | None = None,
+                 min_gap: float = 2.0) -> None:
+        super().__init__(Console(file=io.StringIO()), live=False, interval=interval, clock=clock, min_gap=min_gap)
+        self.log = log
+
+    def _print(self, snap: Snapshot, eta: float | None = None) -> None:
+        self._last_line = self.clock.monotonic()
+        self._last_counts = dict(snap.counts)
+        self.lines += 1
+        eta = eta if eta is not None else self.eta(snap)
+        settled = sum(n for s, n in snap.counts.items() if s in TERMINAL_STATES)
+        self.log.info("progress", extra={
+            "counts": dict(snap.counts), "total": snap.total, "done": settled,
+            "elapsed_s": round(self._elapsed(snap), 1), "eta_s": None if eta is None else round(eta, 1),
+            "waits": [group_text(g) for g in snap.groups if g.count], "calls": snap.calls,
+            "retries": snap.retries, "throttled": snap.throttled, "errors": snap.errors,
+            "line": self.line(snap, eta)})

@@ -192,6 +192,11 @@ class Root(click.Group):
         sys.exit(code)
 
     def _run(self, argv: list[str], prog_name: str, complete_var: str | None, **extra: Any) -> int:
+        if (complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()) in os.environ:
+            # The shell asks for completions (`completion bash|zsh|fish` installed the hook): click answers them
+            # from COMP_WORDS and exits; the command line is not run, and it has no arguments to check.
+            super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            return 0
         as_json = wants_json(argv)
         try:
             if command_word(argv) != "simulator":

@@ -140,6 +140,13 @@ def describe(exc: BaseException) -> str:
     }.get(type(exc), type(exc).__name__)
 
 
+def _job_fields(job_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The tasks an exchange was about, for a log line: job_id for one, job_ids for a batch (at most 100)."""
+    if len(job_ids) == 1:
+        return {"job_id": job_ids[0]}
+    return {"job_ids": list(job_ids)} if job_ids else {}
+
+
 def _seconds(value: float | None, limit: float) -> float:
     return limit if value is None else min(value, limit)
 
@@ -356,7 +363,8 @@ class HttpCore:
                          "event": "http", "api": exchange.api, "method": exchange.method, "path": exchange.path,
                          "status": exchange.http_status, "request_id": exchange.request_id,
                          "duration_ms": round(exchange.duration_ms, 1), "attempt": exchange.attempt,
-                         "error_code": exchange.error_code, "job_count": len(exchange.job_ids)})
+                         "error_code": exchange.error_code, "job_count": len(exchange.job_ids),
+                         **_job_fields(exchange.job_ids)})
 
 
 def timed_out(api: str, url: str, limit: float, *, by_budget: bool, entered: bool, destructive: bool,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import socket
@@ -45,6 +46,22 @@ from orchestrator.wire import Exchange
 ALIVE_CHECK_SECONDS = 2.0  # how often the loop checks its database is still the file at its path
 
 
+log = logging.getLogger("drs_teardown.engine")
+
+
+def log_steps(changes: Sequence[Change]) -> None:
+    """-v: one line per task step committed (a transition or a task event), with its job id, trigger and reason."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for c in changes:
+        e = c.event
+        if e is None:
+            continue
+        log.info("%s %s: %s -> %s (%s)", e.trigger, c.job_id, e.from_state, e.to_state, e.detail or "", extra={
+            "job_id": c.job_id, "trigger": e.trigger, "from_state": e.from_state, "to_state": e.to_state,
+            "remote_status": e.remote_status, "error_code": e.error_code})
+
+
 class Engine:
     """Works the active tasks of one run until none is left, a deadline passes or it is told to stop."""
 
@@ -72,6 +89,7 @@ class Engine:
         self.abort: EngineAbort | None = None
         self.left_behind: list[dict[str, Any]] = []  # what the final check found still present
         self._stop_sent: dict[str, datetime] = {}
+        self.book.stop_sent, self.book.children = self._stop_sent, self.children  # the ETA's waits; parents' waits
         self._alive_checked = clock.monotonic()
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
@@ -177,9 +195,11 @@ class Engine:
             self.adopt(self.leases.held(), fresh=False)
             raise
         self.leases.committed(started)
+        log_steps(rows)
         self.report()
 
     def report(self, *, force: bool = False) -> None:
+        self.book.planning = self.feed is not None and not self.feed.done  # more tasks may still come
         counts = None
         if self.shared and self.book.report is not None:
             if not force and self.clock.monotonic() - self.book._reported_at < 1.0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from time import process_time
 
@@ -11,7 +11,7 @@ from orchestrator.clock import Clock
 from orchestrator.engine.decide import Tracked, forces_after
 from orchestrator.engine.tuning import Tuning
 from orchestrator.lifecycle import ACTIVE, TERMINAL, TaskState
-from orchestrator.snapshot import Snapshot, WaitGroup
+from orchestrator.snapshot import AFTER_CHILDREN, Snapshot, WaitGroup
 
 RELEASE_SAMPLES = 500
 # A snapshot counts every task: with many tasks, report less often so that counting stays a small share of the
@@ -19,6 +19,8 @@ RELEASE_SAMPLES = 500
 COUNTING_SHARE = 20
 MAX_EVERY = 2.0
 _DELETE_STATES = (TaskState.DELETABLE, TaskState.DELETING)
+_DONE_OR_DELETING = frozenset({*TERMINAL, *_DELETE_STATES, TaskState.UNSUBSCRIBING})
+_RELEASE_STATES = frozenset({TaskState.STOPPING, TaskState.RELEASING})
 
 
 def next_action(t: Tracked, tuning: Tuning) -> str:
@@ -53,6 +55,8 @@ class ProgressBook:
         self._reported_at = -1e18
         self._gap = every  # seconds until the next unforced report
         self.planning = False
+        self.stop_sent: Mapping[str, datetime] = {}  # job id -> when its first stop went out (the loop's record)
+        self.children: Mapping[str, set[str]] = {}  # parent job id -> its re-edit children (the loop's record)
 
     def stopped_to_released(self, stopped_at: datetime | None, now: datetime) -> None:
         self.released += 1
@@ -78,21 +82,25 @@ class ProgressBook:
                   counts: Mapping[str, int] | None) -> Snapshot:
         # What a snapshot shows of a task is these five facts: count the distinct combinations at C speed (a
         # run's tasks share a few dozen), then tally each combination once.
-        facts = Counter([(t.model.state, t.target, t.observe, t.model.last_status, t.stop_attempts)
-                         for t in tracked])
+        if not isinstance(tracked, Collection):
+            tracked = list(tracked)
+        parents = self._waiting_parents(tracked)
+        facts = Counter([(t.model.state, t.target, t.observe, t.model.last_status, t.stop_attempts,
+                          t.job_id in parents) for t in tracked])
         local: Counter[TaskState] = Counter()
         actions: dict[TaskState, Counter[str]] = {}
         remote: dict[TaskState, Counter[str]] = {}
         targets: dict[str, Counter[TaskState]] = {}
         tuning = self.tuning
-        for (state, target, observe, status, attempts), n in facts.items():
+        for (state, target, observe, status, attempts, after_children), n in facts.items():
             local[state] += n
             if target:
                 targets.setdefault(target, Counter())[state] += n
             if state not in TERMINAL:
                 if state not in actions:
                     actions[state], remote[state] = Counter(), Counter()
-                actions[state][_next_action(state, observe, status, attempts, tuning)] += n
+                action = AFTER_CHILDREN if after_children else _next_action(state, observe, status, attempts, tuning)
+                actions[state][action] += n
                 if status:
                     remote[state][status] += n
         if counts is not None:
@@ -100,8 +108,10 @@ class ProgressBook:
         else:
             all_counts = Counter({state.value: n for state, n in local.items()}) + self.settled_elsewhere
         self.total = max(self.total, sum(all_counts.values()))
+        now = self.clock.now()
+        youngest, unstarted = self._waits(tracked, now)
         return Snapshot(
-            now=self.clock.now(), started=self.started, total=self.total, counts=dict(all_counts),
+            now=now, started=self.started, total=self.total, counts=dict(all_counts),
             groups=tuple(WaitGroup(state.value, sum(actions[state].values()), dict(actions[state]),
                                    dict(remote[state])) for state in ACTIVE if state in actions),
             calls=calls, retries=client_stats.get("retries", 0), throttled=client_stats.get("throttled", 0),
@@ -109,4 +119,30 @@ class ProgressBook:
             + client_stats.get("malformed", 0),
             released=self.released, release_seconds=tuple(self.release_seconds),
             targets={k: {state.value: n for state, n in v.items()} for k, v in targets.items()},
-            planning=self.planning)
+            planning=self.planning, youngest_wait=youngest, unstarted=unstarted)
+
+    def _waiting_parents(self, tracked: Collection[Tracked]) -> frozenset[str]:
+        """Parents whose re-edit children are still active: they wait for them before anything is sent."""
+        if not self.children:
+            return frozenset()
+        active = {t.job_id for t in tracked if t.model.state not in TERMINAL}
+        return frozenset(p for p, kids in self.children.items() if p in active and not kids.isdisjoint(active))
+
+    def _waits(self, tracked: Iterable[Tracked], now: datetime) -> tuple[float | None, int]:
+        """The seconds the most recently stopped task still waiting on a release has waited (from its first stop,
+        or from its phase's start for one stopped before this process took it over), and the active tasks whose
+        stop is still to be sent."""
+        stop_sent, youngest, unstarted = self.stop_sent, None, 0
+        for t in tracked:
+            state = t.model.state
+            if state in _DONE_OR_DELETING:
+                continue
+            since = stop_sent.get(t.job_id)
+            if since is None and state in _RELEASE_STATES:
+                since = t.phase_started
+            if since is not None:
+                waited = (now - since).total_seconds()
+                youngest = waited if youngest is None or waited < youngest else youngest
+            elif state is TaskState.PENDING and not t.delete_phase and t.planned_action != "delete":
+                unstarted += 1
+        return youngest, unstarted

@@ -31,7 +31,7 @@ def _credentials_from_env() -> tuple[dict[str, str], dict[str, str], set[tuple[s
     return aksk, security, users
 
 
-@click.group(name="simulator")
+@click.group(name="simulator", context_settings={"help_option_names": ["-h", "--help"]})
 def simulator_group() -> None:
     """The DRS simulator: a strict local stand-in for the DRS v3 API."""
 
@@ -80,6 +80,12 @@ def serve(
 
     AK/SK pairs come from HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK (and HUAWEICLOUD_SDK_SECURITY_TOKEN), an IAM
     user from DRS_TEARDOWN_IAM_USER / _IAM_PASSWORD / _IAM_DOMAIN.
+
+    \b
+    Examples:
+      drs-teardown simulator serve --port 8080 --jobs 200 --profile rough --token tok-demo
+      DRS_TEARDOWN_ENDPOINT=http://127.0.0.1:8080 DRS_TEARDOWN_AUTH_TOKEN=tok-demo \\
+        DRS_TEARDOWN_PROJECT_ID=0123456789abcdef0123456789abcdef drs-teardown plan --all
     """
     try:
         loaded = load_profile(profile)

@@ -89,9 +89,9 @@ class JobSpec:
     def validate(self) -> None:
         """Refuse combinations the real service cannot have."""
         if self.status not in ALL_STATUSES:
-            raise ValueError(f"unknown status {self.status!r}")
+            raise ValueError(f"unknown status {self.status!r}; valid: {', '.join(ALL_STATUSES)}")
         if self.child_status not in ALL_STATUSES:
-            raise ValueError(f"unknown child status {self.child_status!r}")
+            raise ValueError(f"unknown child status {self.child_status!r}; valid: {', '.join(ALL_STATUSES)}")
         if self.db_use_type not in DB_USE_TYPES:
             raise ValueError(f"db_use_type must be one of {DB_USE_TYPES}")
         if self.period_order_id and self.db_use_type == "migration":

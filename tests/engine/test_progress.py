@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -117,3 +117,50 @@ def test_long_counts_report_less_often(monkeypatch: pytest.MonkeyPatch, cost: fl
     clock.advance(0.01)
     book.emit([], calls=2, client_stats={})
     assert [s.calls for s in seen] == [0, 2]
+
+
+def test_the_snapshot_says_what_is_left_to_wait_out_for_the_eta() -> None:
+    """The youngest wait: seconds since the first stop of the most recently stopped task still waiting on its
+    release (a task stopped before this process took it over counts from its phase's start); unstarted: active
+    tasks whose stop is still to be sent. Deletable, deleting and settled tasks wait for neither."""
+    clock, seen = FakeClock(NOW), []
+    book = ProgressBook(clock, Tuning(), seen.append)
+
+    def task(job: str, state: TaskState, *, started: float = 0.0, planned: str = "stop_then_delete") -> Tracked:
+        return Tracked(model=TaskModel(job, state), planned_action=planned,
+                       phase_started=NOW + timedelta(seconds=started), next_check=NOW)
+
+    tracked = [task("a", TaskState.RELEASING), task("b", TaskState.RELEASING), task("c", TaskState.PENDING),
+               task("d", TaskState.PENDING), task("e", TaskState.PENDING, planned="delete"),
+               task("f", TaskState.DELETABLE), task("g", TaskState.DELETED), task("h", TaskState.RELEASING, started=5)]
+    book.stop_sent = {"a": NOW + timedelta(seconds=2), "b": NOW + timedelta(seconds=12),
+                      "c": NOW + timedelta(seconds=3)}  # c: busy, back in pending after its stop
+    clock.advance(30)
+    book.emit(tracked, calls=0, client_stats={}, force=True)
+    assert (seen[-1].youngest_wait, seen[-1].unstarted) == (18.0, 1)  # b stopped at 12 s; d is still to stop
+    book.stop_sent = {}
+    book.emit([task("h", TaskState.RELEASING, started=5), task("f", TaskState.DELETABLE)], calls=0, client_stats={},
+              force=True)
+    assert (seen[-1].youngest_wait, seen[-1].unstarted) == (25.0, 0)  # resumed: h counts from its phase's start
+    book.emit([task("f", TaskState.DELETING), task("g", TaskState.DELETED)], calls=0, client_stats={}, force=True)
+    assert (seen[-1].youngest_wait, seen[-1].unstarted) == (None, 0)
+
+
+def test_a_parent_waiting_for_its_re_edit_children_says_so_not_the_stop_it_will_not_send_yet() -> None:
+    clock, seen = FakeClock(NOW), []
+    book = ProgressBook(clock, Tuning(), seen.append)
+    book.children = {"parent": {"kid"}, "other": {"gone-kid"}}
+
+    def task(job: str, state: TaskState) -> Tracked:
+        return Tracked(model=TaskModel(job, state, "INCRE_TRANSFER_STARTED"), planned_action="stop_then_delete",
+                       phase_started=NOW, next_check=NOW, observe=False)
+
+    book.emit([task("parent", TaskState.PENDING), task("kid", TaskState.RELEASING),
+               task("other", TaskState.PENDING), task("gone-kid", TaskState.DELETED)], calls=0, client_stats={},
+              force=True)
+    (pending,) = [g for g in seen[-1].groups if g.state == "pending"]
+    assert dict(pending.next_actions) == {"after_children": 1, "terminate": 1}
+    book.emit([task("parent", TaskState.PENDING), task("kid", TaskState.DELETED)], calls=0, client_stats={},
+              force=True)
+    (pending,) = [g for g in seen[-1].groups if g.state == "pending"]
+    assert dict(pending.next_actions) == {"terminate": 1}  # its child is gone: the parent's stop is next

@@ -184,6 +184,53 @@ def test_interruption_and_resume_are_chain_events_and_a_gap(store: Store, resume
     assert f"interrupted {idle}" in page
 
 
+def test_a_real_interrupted_and_resumed_run_shows_both_events_and_the_gap(tmp_path: Path) -> None:
+    """The CLI, for real: a run killed by SIGTERM right after its stop intents (exit 130), a pause, then `resume`;
+    its report has the run_interrupted and run_resumed chain events with who and when, and a gap in the timeline
+    that no bar crosses."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.kit import PROJECT, TOKEN, add, cli, simulator, sqlite_url
+
+    db = sqlite_url(tmp_path, "resumed.db")
+    with simulator(profile="fast") as (sim, url):
+        add(sim, 4, status="INCRE_TRANSFER_STARTED")
+        env = {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN, "DRS_TEARDOWN_PROJECT_ID": PROJECT, "DRS_TEARDOWN_ENDPOINT": url}
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("DRS_TEARDOWN_", "HUAWEICLOUD_SDK_"))}
+        first = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "--db", db, "run", "--all", "--yes", "--output", "json",
+             "--poll-interval", "0.05"], env={**base, **env, "DRS_TEARDOWN_CRASH_AT": "after_intent:stop:1:TERM"},
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        assert first.returncode == 130, first.stderr
+        time.sleep(0.5)  # the gap: nobody works on the run
+        second = cli(["--db", db, "resume", "--output", "json"], env)
+        assert second.exit_code == 0, second.output
+    run_id = json.loads(first.stdout)["run_id"]
+    store = Store(db)
+    try:
+        page = render_html(store, run_id).html
+    finally:
+        store.close()
+    events = page[page.index("<h3>Run events</h3>"):]
+    assert '<tr class="ev-run_interrupted">' in events and '<tr class="ev-run_resumed">' in events
+    assert "1 interrupted, 1 resumed" in page and "of it interrupted" in page
+    svg = _svg(page)
+    (gap,) = [el for el in svg.iter("rect") if el.get("class") == "gap"]
+    g0 = float(gap.get("x", 0))
+    g1 = g0 + float(gap.get("width", 0))
+    bars = [el for el in svg.iter("rect") if el.get("fill") in STATE_COLORS.values()]
+    assert bars
+    for bar in bars:
+        x0 = float(bar.get("x", 0))
+        x1 = x0 + float(bar.get("width", 0))
+        assert x1 <= g0 + 0.2 or x0 >= g1 - 0.2, (x0, x1, g0, g1)
+    assert any(float(bar.get("x", 0)) >= g1 - 0.2 for bar in bars)  # work after the resume is drawn too
+
+
 def test_gaps_from_records() -> None:
     def rec(at: float, trigger: str, job: str | None = None) -> Any:
         return SimpleNamespace(at=T0 + timedelta(seconds=at), trigger=trigger, job_id=job,
@@ -283,10 +330,48 @@ def test_a_real_rough_run_tells_every_retry_and_recovery(tmp_path: Path) -> None
             assert f"{stops[t.job_id]} stops" in row, t.name
         if t.error_code and t.state.value == "deleted":
             assert '<span class="rec-tag">recovered</span>' in row and f"<code>{t.error_code}</code>" in row
+    # Every escalation is visible: a force_terminate sent after plain terminates, with its reason, on that task only.
+    stops_said: dict[str, list[str]] = {}
+    for r in records:
+        if r.job_id and r.trigger in ("stop", "resend"):
+            stops_said.setdefault(r.job_id, []).append(r.detail or "")
+    escalated = {j for j, said in stops_said.items()
+                 if any("escalating to force_terminate" in d or (d.startswith("force_terminate")
+                                                                 and any(e.startswith("terminate") for e in said[:i]))
+                        for i, d in enumerate(said))}
+    for t in tasks:
+        said = stops_said.get(t.job_id)
+        assert ("escalated to force_terminate" in rows[t.name]) == (t.job_id in escalated), (t.name, said)
+        if t.job_id in escalated:
+            assert '<b class="flag">escalated</b>' in rows[t.name] and "force_terminate" in rows[t.name]
     per_item = Counter(r.error_code for r in records if r.job_id and r.error_code)
     chart = page[page.index("<h3>Error codes</h3>"):]
     for code in per_item:
         assert f"<code>{code}</code>" in chart, code
+
+
+def test_a_real_run_over_loopback_shows_each_escalation_with_its_reason(tmp_path: Path) -> None:
+    """Tasks whose plain terminates end RELEASE_RESOURCE_FAILED are escalated to force_terminate by the engine;
+    the report marks exactly those, with the reason the trail gives, and the trigger legend counts the stops."""
+    from tests.kit import add, simulator, sqlite_url, teardown
+
+    db = sqlite_url(tmp_path, "escalate.db")
+    with simulator() as (sim, url):
+        stuck = add(sim, 2, status="INCRE_TRANSFER_STARTED", release_fails=True)
+        plain = add(sim, 1, status="INCRE_TRANSFER_STARTED")
+        td = teardown(sim, url, db)
+    assert {j: td.outcomes[j] for j in stuck + plain} == dict.fromkeys(stuck + plain, "deleted")
+    store = Store(db)
+    try:
+        page = render_html(store, td.run_id).html
+        names = {t.job_id: t.name for t in store.tasks(td.run_id)}
+    finally:
+        store.close()
+    for job in stuck:
+        row = _row(page, names[job])
+        assert "escalated to force_terminate" in row and '<b class="flag">escalated</b>' in row
+        assert "escalating to force_terminate" in row and "RELEASE_RESOURCE_FAILED after 2 terminate(s)" in row
+    assert "escalated" not in _row(page, names[plain[0]])
 
 
 def test_a_run_recorded_before_planning_still_renders(store: Store) -> None:
