@@ -95,13 +95,17 @@ def test_a_task_timed_out_by_its_stop_timeout_is_resumed(tmp_path: Path) -> None
 
 
 def test_a_resume_that_times_out_again_stays_resumable_and_never_re_terminates(tmp_path: Path) -> None:
-    """Still stalled at the resume: it times out again (exit 3, a new stop-timeout, no second terminate), and a
-    later resume still finds it."""
+    """Still stalled at the resume, and its first reading there stale: it times out again (exit 3, a new
+    stop-timeout, no second terminate), and a later resume still finds it."""
     clock, db = FakeClock(), sqlite_url(tmp_path)
     with simulator(profile="fast") as (sim, url):
         (stuck,) = add(sim, 1, status="INCRE_TRANSFER_STARTED", never_releases=True)
         td = teardown(sim, url, db, clock=clock, poll_interval=5.0, stop_timeout=900.0)
+        # The resume's first reading is stale (the status before the current one: still running): a task resumed
+        # into `releasing` is read again before any stop, so no second terminate goes out.
+        sim.set_fault("batch-status", "stale", times=1)
         again = _resume(url, db, clock, poll_interval=5.0, stop_timeout=900.0)
+        assert sim.faults_served["batch-status:stale"] == 1
         assert again.exit_code == 3 and again.jobs[0]["outcome"] == "timed_out"
         assert again.jobs[0]["reason"].startswith("stop-timeout (900s) passed")
         assert _calls(sim) == {stuck: ["terminate"]}
