@@ -48,7 +48,7 @@ def test_nothing_leaves_a_terminal_state(state: TaskState, trigger: str) -> None
 
 
 def test_only_timed_out_is_reopenable_and_only_by_resume() -> None:
-    assert REOPENABLE == {TaskState.TIMED_OUT} and REOPENABLE <= TERMINAL
+    assert {TaskState.TIMED_OUT} == REOPENABLE and REOPENABLE <= TERMINAL
     leaving_terminal = {(src, t["trigger"]) for t in TRANSITIONS
                         for src in (t["source"] if isinstance(t["source"], list) else [t["source"]])
                         if src in TERMINAL}

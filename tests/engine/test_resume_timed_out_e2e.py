@@ -147,6 +147,9 @@ def test_resume_over_the_cli_finds_a_run_that_hit_its_timeout(tmp_path: Path) ->
         doc = json.loads(r.stdout)
         assert r.exit_code == doc["exit_code"] == 3, r.output
         assert doc["counts"] == {"timed_out": 3}
+        status = json.loads(cli(["status", doc["run_id"], "--output", "json"], env).stdout)
+        assert status["status"] == "finished" and status["run_exit_code"] == 3
+        assert status["detail"] == f"3 task(s) timed out; resumable: drs-teardown resume {doc['run_id']}"
         for j in jobs:
             sim.drift(j, "deletable")
         again = cli(["resume", "--timeout", "60", "--poll-interval", "0.05", "--output", "json"], env)
@@ -157,5 +160,38 @@ def test_resume_over_the_cli_finds_a_run_that_hit_its_timeout(tmp_path: Path) ->
     assert resumed["run_id"] == doc["run_id"] and resumed["counts"] == {"deleted": 3}
     assert "3 timed-out task(s) re-opened" in again.stderr
     assert cli(["verify", doc["run_id"]], env).exit_code == 0
+    status = json.loads(cli(["status", doc["run_id"], "--output", "json"], env).stdout)
+    assert status["status"] == "finished" and status["run_exit_code"] == 0 and "detail" not in status
     nothing = cli(["resume"], env)
     assert nothing.exit_code == 0 and "nothing to resume" in nothing.output
+
+
+def test_re_opening_is_refused_while_a_newer_unfinished_run_holds_the_task(tmp_path: Path) -> None:
+    """The overlap rail holds for a resume too: a newer run over the same task is unfinished, so the old run's
+    timed-out task is not re-opened (exit 2's Refused, naming the run), nothing is sent, and the old run stays as
+    it was (finished, timed out)."""
+    import pytest
+
+    from orchestrator.errors import Refused
+    from orchestrator.selection import Selection
+    from orchestrator.usecases import Teardown
+
+    clock, db = FakeClock(), sqlite_url(tmp_path)
+    with simulator(profile="fast") as (sim, url):
+        (stuck,) = add(sim, 1, status="INCRE_TRANSFER_STARTED", never_releases=True)
+        first = teardown(sim, url, db, clock=clock, poll_interval=5.0, stop_timeout=900.0)
+        newer = Teardown(settings(url, db), {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}, selection=Selection(all=True),
+                         consent="test", store=Store(db), clock=clock)
+        asyncio.run(newer.plan())
+        newer_id = newer.record()  # recorded, not worked: unfinished, holding the task
+        newer.release()
+        before = len(sim.destructive_calls)
+        store = Store(db)
+        run = store.run(first.run_id)
+        assert run is not None
+        with pytest.raises(Refused, match=f"unfinished run {newer_id}"):
+            prepare_resume(store, run, settings(url, db), {"DRS_TEARDOWN_AUTH_TOKEN": TOKEN}, {}, clock=clock)
+        assert len(sim.destructive_calls) == before
+    after = Store(db)
+    assert after.run(first.run_id).status == "finished"  # type: ignore[union-attr]
+    assert {t.job_id: t.state.value for t in after.tasks(first.run_id)} == {stuck: "timed_out"}
