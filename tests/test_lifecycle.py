@@ -171,6 +171,40 @@ TestLifecycleMachine = LifecycleMachine.TestCase
 TestLifecycleMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 
 
+class ResumableLifecycleMachine(LifecycleMachine):
+    """The same, with resume in play: a timed-out task may be re-opened, only into the state it timed out in, and
+    the guard still holds across any number of time-outs and resumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_out_in: TaskState | None = None
+
+    @rule(trigger=st.sampled_from([*TRIGGERS, "to_deleted", "bogus"]))
+    def fire(self, trigger: str) -> None:
+        before = self.task.state
+        try:
+            step = LC.fire(self.task, trigger)
+        except (GuardRefused, InvalidTransition):
+            assert self.task.state is before
+            return
+        if trigger in ("delete", "redelete"):
+            self.deletes_with_status.append(self.task.last_status)
+        if step.dest is TaskState.TIMED_OUT:
+            self.timed_out_in = self.task.timed_out_in = step.source  # what resume reads from the trail
+        if trigger == RESUME_TIMED_OUT:
+            assert before is TaskState.TIMED_OUT and self.task.state is self.timed_out_in
+            self.terminal_seen = None
+
+    @invariant()
+    def terminal_is_final(self) -> None:
+        if self.terminal_seen is not None:
+            assert self.task.state is self.terminal_seen
+
+
+TestResumableLifecycleMachine = ResumableLifecycleMachine.TestCase
+TestResumableLifecycleMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
 @given(st.lists(STATUSES, min_size=1, max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_may_agrees_with_fire(statuses: list[str | None]) -> None:

@@ -37,12 +37,20 @@ def _resume(url: str, db: str, clock: FakeClock, run_id: str | None = None, **kw
 
 
 def test_a_run_that_hit_its_timeout_mid_release_is_resumed_and_finished(tmp_path: Path) -> None:
+    _timed_out_mid_release_then_resumed(sqlite_url(tmp_path))
+
+
+def test_the_same_on_postgresql_a_shared_store(pg_url: str) -> None:
+    _timed_out_mid_release_then_resumed(pg_url)
+
+
+def _timed_out_mid_release_then_resumed(db: str) -> None:
     """Four running tasks; the service stalls their release, so the run's --timeout (600 s, fake) passes with all
     of them stopped and releasing: exit 3, every task timed out. The service then completes the releases (one
     only after a few more reads); `resume` with no id picks the run, re-opens each task into `releasing`, polls,
     and deletes all of them: exactly one terminate and one delete per task, no rule of the service broken, the
     trail verifies, and there is nothing left to resume."""
-    clock, db = FakeClock(), sqlite_url(tmp_path)
+    clock = FakeClock()
     with simulator(profile="fast") as (sim, url):
         jobs = add(sim, 4, status="INCRE_TRANSFER_STARTED", never_releases=True)
         td = teardown(sim, url, db, clock=clock, poll_interval=5.0, stop_timeout=86_400.0, timeout=600.0)
