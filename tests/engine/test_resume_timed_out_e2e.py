@@ -168,6 +168,9 @@ def test_resume_over_the_cli_finds_a_run_that_hit_its_timeout(tmp_path: Path) ->
     assert resumed["run_id"] == doc["run_id"] and resumed["counts"] == {"deleted": 3}
     assert "3 timed-out task(s) re-opened" in again.stderr
     assert cli(["verify", doc["run_id"]], env).exit_code == 0
+    html = tmp_path / "report.html"
+    assert cli(["report", doc["run_id"], "--html", str(html)], env).exit_code == 0
+    assert "resume re-opened a timed-out task into the state it timed out in" in html.read_text()
     status = json.loads(cli(["status", doc["run_id"], "--output", "json"], env).stdout)
     assert status["status"] == "finished" and status["run_exit_code"] == 0 and "detail" not in status
     nothing = cli(["resume"], env)
