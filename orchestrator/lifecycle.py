@@ -21,7 +21,7 @@ from orchestrator.wire import DeletePermit, issue_permit
 
 
 class TaskState(enum.Enum):
-    """Local states; the last five are terminal."""
+    """Local states; the last five are terminal (`timed_out` may be re-opened by `resume`)."""
 
     PENDING = "pending"
     UNSUBSCRIBING = "unsubscribing"
@@ -38,6 +38,9 @@ class TaskState(enum.Enum):
 
 S = TaskState
 TERMINAL: frozenset[TaskState] = frozenset({S.DELETED, S.SKIPPED, S.BLOCKED, S.FAILED, S.TIMED_OUT})
+# Terminal for the run that reached it, but `resume` may re-open it (RESUME_TIMED_OUT): the only such state.
+REOPENABLE: frozenset[TaskState] = frozenset({S.TIMED_OUT})
+RESUME_TIMED_OUT = "resume_timed_out"
 ACTIVE: tuple[TaskState, ...] = tuple(s for s in TaskState if s not in TERMINAL)
 INTENTS: frozenset[TaskState] = frozenset({S.UNSUBSCRIBING, S.STOPPING, S.DELETING})
 
@@ -71,6 +74,28 @@ def _has_order(event: EventData) -> bool:
 def _status_stoppable(event: EventData) -> bool:
     status = getattr(event.model, "last_status", None)
     return status in STOPPABLE or status == RELEASE_FAILED
+
+
+def _timed_out_in(state: TaskState) -> Callable[[EventData], bool]:
+    """The condition of `resume_timed_out` back to `state`: the task timed out there (its `time_out` record's
+    source state, which the caller reads from the trail into `TaskModel.timed_out_in`)."""
+    def check(event: EventData) -> bool:
+        return getattr(event.model, "timed_out_in", None) is state
+    check.__name__ = f"timed_out_in_{state.value}"
+    return check
+
+
+# A timed-out task is resumed into the state it timed out in, so every rule of that state holds again: a task
+# stopped and releasing is polled (never terminated again because it was resumed), an intent whose outcome was
+# unknown is reconciled by reading, an unsubscribed task is never terminated.
+_RESUMED_DOC = {
+    S.PENDING: "resume: a task timed out before any stop went out is observed again",
+    S.UNSUBSCRIBING: "resume: an unsubscribe of unknown outcome is reconciled by reading (never re-sent blindly)",
+    S.STOPPING: "resume: a stop of unknown outcome is reconciled by reading (never re-sent blindly)",
+    S.RELEASING: "resume: a stopped task is polled until deletable (no second terminate because of the resume)",
+    S.DELETABLE: "resume: read again; the guarded delete goes out only on a fresh deletable reading",
+    S.DELETING: "resume: a delete of unknown outcome is reconciled by reading (never re-sent blindly)",
+}
 
 
 # The one table: the machine, the README diagram and the tests are all derived from it.
@@ -108,8 +133,12 @@ TRANSITIONS: list[dict[str, Any]] = [
      "doc": "needs an operator: yearly/monthly order, dual-active child, unknown status, unreadable answer"},
     {"trigger": "fail", "source": list(ACTIVE), "dest": S.FAILED, "doc": "the service refused for good"},
     {"trigger": "time_out", "source": list(ACTIVE), "dest": S.TIMED_OUT, "doc": "a deadline passed"},
+    # The one way out of a terminal state: `resume` gives a timed-out task a new budget, back in the state it
+    # timed out in (recorded with the reason); the engine then reads it before acting.
+    *({"trigger": RESUME_TIMED_OUT, "source": S.TIMED_OUT, "dest": state, "conditions": [_timed_out_in(state)],
+       "doc": doc} for state, doc in _RESUMED_DOC.items()),
 ]
-TRIGGERS: tuple[str, ...] = tuple(t["trigger"] for t in TRANSITIONS)
+TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 
 
 
@@ -122,6 +151,7 @@ class TaskModel:
     state: TaskState = S.PENDING
     last_status: str | None = None
     order_id: str | None = None  # a yearly/monthly order (period_order.order_id)
+    timed_out_in: TaskState | None = None  # timed_out: the state it timed out in (what resume_timed_out restores)
 
 
 @dataclass(frozen=True)

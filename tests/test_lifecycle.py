@@ -10,7 +10,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from orchestrator.drs.client import DrsClient
 from orchestrator.drs.codes import ALL_STATUSES, DELETABLE
 from orchestrator.errors import GuardRefused, InvalidTransition
-from orchestrator.lifecycle import TERMINAL, TRANSITIONS, TRIGGERS, Lifecycle, TaskModel, TaskState, mermaid
+from orchestrator.lifecycle import (
+    ACTIVE,
+    REOPENABLE,
+    RESUME_TIMED_OUT,
+    TERMINAL,
+    TRANSITIONS,
+    TRIGGERS,
+    Lifecycle,
+    TaskModel,
+    TaskState,
+    mermaid,
+)
 from orchestrator.wire import DeletePermit
 
 LC = Lifecycle()
@@ -28,10 +39,59 @@ def test_machine_has_no_auto_transitions() -> None:
 @pytest.mark.parametrize("state", list(TERMINAL))
 @pytest.mark.parametrize("trigger", TRIGGERS)
 def test_nothing_leaves_a_terminal_state(state: TaskState, trigger: str) -> None:
+    if state in REOPENABLE and trigger == RESUME_TIMED_OUT:
+        pytest.skip("the one exit of a terminal state: test_only_resume_reopens_a_timed_out_task")
     task = TaskModel("j", state, last_status="RELEASE_RESOURCE_COMPLETE")
     with pytest.raises(InvalidTransition):
         LC.fire(task, trigger)
     assert task.state is state
+
+
+def test_only_timed_out_is_reopenable_and_only_by_resume() -> None:
+    assert {TaskState.TIMED_OUT} == REOPENABLE and REOPENABLE <= TERMINAL
+    leaving_terminal = {(src, t["trigger"]) for t in TRANSITIONS
+                        for src in (t["source"] if isinstance(t["source"], list) else [t["source"]])
+                        if src in TERMINAL}
+    assert leaving_terminal == {(TaskState.TIMED_OUT, RESUME_TIMED_OUT)}
+    # resume_timed_out leaves nothing but timed_out (an active or another terminal state is not "resumed").
+    for state in TaskState:
+        if state is not TaskState.TIMED_OUT:
+            with pytest.raises(InvalidTransition):
+                LC.fire(TaskModel("j", state, timed_out_in=TaskState.RELEASING), RESUME_TIMED_OUT)
+
+
+@pytest.mark.parametrize("where", list(ACTIVE))
+@pytest.mark.parametrize("status", [*ALL_STATUSES, "SOMETHING_NEW", None])
+def test_only_resume_reopens_a_timed_out_task(where: TaskState, status: str | None) -> None:
+    """Back to exactly the state it timed out in, whatever the last status (the engine reads it next), through
+    the Machine and the fast table alike; never to a state other than the one recorded."""
+    fast = TaskModel("j", TaskState.TIMED_OUT, status, timed_out_in=where)
+    slow = TaskModel("j", TaskState.TIMED_OUT, status, timed_out_in=where)
+    assert LC.may(fast, RESUME_TIMED_OUT) and LC.may_machine(slow, RESUME_TIMED_OUT)
+    step = LC.fire(fast, RESUME_TIMED_OUT)
+    assert LC.fire_machine(slow, RESUME_TIMED_OUT) == step
+    assert (step.source, step.dest, fast.state, slow.state) == (TaskState.TIMED_OUT, where, where, where)
+
+
+@pytest.mark.parametrize("where", [None, *TERMINAL])
+def test_a_timed_out_task_without_a_known_state_to_resume_into_stays_timed_out(where: TaskState | None) -> None:
+    for fire in (LC.fire, LC.fire_machine):
+        task = TaskModel("j", TaskState.TIMED_OUT, "RELEASE_RESOURCE_COMPLETE", timed_out_in=where)
+        assert not LC.may(task, RESUME_TIMED_OUT)
+        with pytest.raises(GuardRefused):
+            fire(task, RESUME_TIMED_OUT)
+        assert task.state is TaskState.TIMED_OUT
+
+
+def test_a_resumed_task_still_needs_the_guard_to_delete() -> None:
+    """Resumed back to deletable on a status that is no longer deletable: the guard refuses the delete."""
+    task = TaskModel("j", TaskState.TIMED_OUT, "INCRE_TRANSFER_STARTED", timed_out_in=TaskState.DELETABLE)
+    LC.fire(task, RESUME_TIMED_OUT)
+    with pytest.raises(GuardRefused):
+        LC.delete(task)
+    task.last_status = "RELEASE_RESOURCE_COMPLETE"
+    step, permit = LC.delete(task)
+    assert step.dest is TaskState.DELETING and permit.observed_status == "RELEASE_RESOURCE_COMPLETE"
 
 
 @pytest.mark.parametrize("status", ALL_STATUSES)
@@ -109,6 +169,40 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 TestLifecycleMachine = LifecycleMachine.TestCase
 TestLifecycleMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+class ResumableLifecycleMachine(LifecycleMachine):
+    """The same, with resume in play: a timed-out task may be re-opened, only into the state it timed out in, and
+    the guard still holds across any number of time-outs and resumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_out_in: TaskState | None = None
+
+    @rule(trigger=st.sampled_from([*TRIGGERS, "to_deleted", "bogus"]))
+    def fire(self, trigger: str) -> None:
+        before = self.task.state
+        try:
+            step = LC.fire(self.task, trigger)
+        except (GuardRefused, InvalidTransition):
+            assert self.task.state is before
+            return
+        if trigger in ("delete", "redelete"):
+            self.deletes_with_status.append(self.task.last_status)
+        if step.dest is TaskState.TIMED_OUT:
+            self.timed_out_in = self.task.timed_out_in = step.source  # what resume reads from the trail
+        if trigger == RESUME_TIMED_OUT:
+            assert before is TaskState.TIMED_OUT and self.task.state is self.timed_out_in
+            self.terminal_seen = None
+
+    @invariant()
+    def terminal_is_final(self) -> None:
+        if self.terminal_seen is not None:
+            assert self.task.state is self.terminal_seen
+
+
+TestResumableLifecycleMachine = ResumableLifecycleMachine.TestCase
+TestResumableLifecycleMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 
 
 @given(st.lists(STATUSES, min_size=1, max_size=30))

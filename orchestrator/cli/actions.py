@@ -294,7 +294,7 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> int:
       drs-teardown resume
       drs-teardown resume 3f2a9c1e --output json
     """
-    from orchestrator.usecases import pick_run, prepare_resume, summarize
+    from orchestrator.usecases import pick_run, prepare_resume, summarize, timed_out_ids
 
     given = flags(**kw)
     settings = app.settings(**given)
@@ -307,11 +307,13 @@ def resume(app: App, run_id: str | None, output: str, **kw: Any) -> int:
         else:
             app.say(message)
         return EXIT_OK
-    if run.status == "finished":
+    timed_out = timed_out_ids(store, run.id)
+    if run.status == "finished" and not timed_out:
         return finish(app, summarize(store, run.id))
     resumption = prepare_resume(store, run, settings, app.env, given, on_token=app.redactor.add)
     LOG_CONTEXT.set({"run_id": run.id, "worker": resumption.ctx.worker})
-    app.say(f"resuming run {run.id} ({run.status})")
+    app.say(f"resuming run {run.id} ({run.status}"
+            + (f"; {len(timed_out)} timed-out task(s) re-opened, each read before acting" if timed_out else "") + ")")
     return finish(app, _with_progress(app, resumption.settings.progress_interval,
                                       lambda progress, stop: resumption.execute(progress=progress, stop_event=stop)))
 

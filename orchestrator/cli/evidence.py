@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import click
@@ -53,6 +54,9 @@ def status(app: App, run_id: str | None, output: str) -> int:
     run = find_run(store, run_id)
     summary = summarize(store, run.id)
     seen = store.run_status(run)
+    if seen.status == "finished" and summary.counts.get("timed_out"):
+        seen = dataclasses.replace(seen, detail=f"{summary.counts['timed_out']} task(s) timed out; resumable: "
+                                                f"drs-teardown resume {run.id}")
     if output == "json":
         # The document's exit_code is this command's (0: the run was read); the run's own is run_exit_code.
         doc = summary.to_json()

@@ -31,7 +31,7 @@ from orchestrator.drs.codes import (
     classify_code,
 )
 from orchestrator.engine.tuning import MAX_BAD_READS, MAX_REJECTIONS, MAX_RESENDS, Tuning
-from orchestrator.lifecycle import TaskModel, TaskState
+from orchestrator.lifecycle import ACTIVE, RESUME_TIMED_OUT, TaskModel, TaskState
 
 
 @dataclass
@@ -408,6 +408,20 @@ def on_deadline(t: Tracked, now: datetime, tuning: Tuning, run_deadline: datetim
             return None
         why = f"{'delete' if t.delete_phase else 'stop'}-timeout ({limit:g}s) passed"
     return Decision("time_out", reason=f"{why}; last status {t.last_status}{stopped_note(t)}")
+
+
+def on_resume(t: Tracked, timed_out_in: TaskState | None, now: datetime) -> Decision | None:
+    """`resume` re-opens a task that timed out: back to the state it timed out in (so that state's rules hold:
+    a released task is polled, not terminated again; an intent of unknown outcome is reconciled by reading),
+    with a new phase budget, and read before anything is sent (no reading carried over). None: not re-opened
+    (the task did not time out, or where it timed out is not known: it is left as it is, fail closed)."""
+    if t.state is not TaskState.TIMED_OUT or timed_out_in not in ACTIVE:
+        return None
+    return Decision(RESUME_TIMED_OUT, reason=f"resumed: back to {timed_out_in.value} with a new budget, read "
+                    f"before acting (was: {t.reason or 'timed out'})",
+                    updates={"phase_started": now, "next_check": now, "observe": True, "observed_at": None,
+                             "confirming": False, "bad_reads": 0, "unchanged_polls": 0, "busy_retries": 0,
+                             "delete_phase": timed_out_in in (TaskState.DELETABLE, TaskState.DELETING)})
 
 
 REMOVED = frozenset({"deleted", "skipped"})

@@ -47,6 +47,8 @@ TRIGGER_MEANINGS: dict[str, str] = {
     "handed_back": "a worker over its fair share gave the task back (no request of its outstanding); the next "
                    "holder reads it first",
     "target_failed": "a target of --targets could not be planned; resume plans it again",
+    "resume_timed_out": "resume re-opened a timed-out task into the state it timed out in, with a new budget; "
+                        "it is read before anything is sent",
 }
 
 

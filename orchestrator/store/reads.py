@@ -8,10 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.errors import StoreError
-from orchestrator.lifecycle import ACTIVE, TaskState
+from orchestrator.lifecycle import ACTIVE, REOPENABLE, TaskState
 from orchestrator.store import audit
 from orchestrator.store.schema import ApiCall, AuditRecord, Run, Task
 from orchestrator.store.sessions import UNFINISHED, StoreCore, retrying
+
+_STATES = frozenset(s.value for s in TaskState)
 
 
 class Reads(StoreCore):
@@ -45,6 +47,40 @@ class Reads(StoreCore):
         with self.session() as s:
             return list(s.execute(select(Run).where(Run.status.in_(UNFINISHED))
                                   .order_by(Run.created_at.desc())).scalars())
+
+    @retrying
+    def reopenable_runs(self, limit: int = 20) -> list[Run]:
+        """Finished runs with a task that ended `timed_out` (resumable: `resume` re-opens it), newest first, as
+        long as a later run of this store has not taken up every such task since (a run superseded that way
+        has nothing left to resume)."""
+        with self.session() as s:
+            runs = list(s.execute(select(Run).where(
+                Run.status == "finished",
+                Run.id.in_(select(Task.run_id).where(Task.state.in_(REOPENABLE))))
+                .order_by(Run.created_at.desc()).limit(limit)).scalars())
+            out = []
+            for run in runs:
+                timed_out = set(s.execute(select(Task.job_id).where(Task.run_id == run.id,
+                                                                    Task.state.in_(REOPENABLE))).scalars())
+                later = set(s.execute(select(Task.job_id).join(Run, Task.run_id == Run.id).where(
+                    Run.created_at > run.created_at, Task.job_id.in_(sorted(timed_out)[:500]))).scalars())
+                if timed_out - later:
+                    out.append(run)
+            return out
+
+    @retrying
+    def timed_out_in(self, run_id: str) -> dict[str, TaskState]:
+        """job id -> the state each task of the run last timed out in (the source of its last `time_out`
+        record): what `resume_timed_out` restores."""
+        with self.session() as s:
+            rows = s.execute(select(AuditRecord.job_id, AuditRecord.from_state)
+                             .where(AuditRecord.run_id == run_id, AuditRecord.trigger == "time_out")
+                             .order_by(AuditRecord.seq, AuditRecord.id))
+            out: dict[str, TaskState] = {}
+            for job_id, state in rows:
+                if job_id is not None and state in _STATES:
+                    out[job_id] = TaskState(state)
+            return out
 
     @retrying
     def unfinished_runs_overlapping(self, job_ids: Sequence[str], project_id: str | None) -> list[Run]:

@@ -18,7 +18,7 @@ from orchestrator.usecases.context import actor_info, new_context, new_worker_id
 from orchestrator.usecases.pipeline import can_pipeline, pipelined
 from orchestrator.usecases.rails import check_drift, check_max_targets, check_overlap, own_run, refused
 from orchestrator.usecases.recording import add_plan, begin_run, records_before_planning, start_run
-from orchestrator.usecases.resume import Resumption, find_run, pick_run, prepare_resume
+from orchestrator.usecases.resume import Resumption, find_run, pick_run, prepare_resume, timed_out_ids
 from orchestrator.usecases.summary import RunSummary, summarize
 from orchestrator.usecases.teardown import (
     RunPlan,
@@ -66,6 +66,7 @@ __all__ = [
     "settings_for_target",
     "start_run",
     "summarize",
+    "timed_out_ids",
     "tuning_for_run",
     "tuning_from",
     "work_runs",

@@ -13,6 +13,7 @@ from orchestrator.clock import Clock, RealClock
 from orchestrator.config import Settings
 from orchestrator.engine import Tuning
 from orchestrator.engine.feed import unplanned_targets
+from orchestrator.engine.reopen import reopen_timed_out, timed_out_ids
 from orchestrator.errors import ConfigError, DeadlineReached, SelectionError
 from orchestrator.selection import Selection, Target
 from orchestrator.snapshot import Snapshot
@@ -55,13 +56,17 @@ def find_run(store: Store, run_id: str) -> Run:
 
 
 def pick_run(store: Store, run_id: str | None) -> Run | None:
-    """The named run, else the latest unfinished one; None when every run is finished. Runs whose owner died are
-    first recorded as interrupted (the run row only: the trail's gap shows until `resume` writes run_resumed)."""
+    """The named run, else the latest unfinished one, else the latest finished run with tasks that timed out (and
+    that no later run has taken up since); None when there is nothing to resume. Runs whose owner died are first
+    recorded as interrupted (the run row only: the trail's gap shows until `resume` writes run_resumed)."""
     store.settle_dead_runs()
     if run_id:
         return find_run(store, run_id)
     unfinished = store.unfinished_runs()
-    return unfinished[0] if unfinished else None
+    if unfinished:
+        return unfinished[0]
+    reopenable = store.reopenable_runs(limit=1)
+    return reopenable[0] if reopenable else None
 
 
 def _safe(store: Store) -> str:
@@ -145,9 +150,24 @@ def prepare_resume(store: Store, run: Run, settings: Settings, env: Mapping[str,
     tuning = tuning_for_run(settings, run.options, flags)
     clock = clock or RealClock()
     run = store.run(run.id) or run  # as it is now that we hold it: its owner may have finished it meanwhile
-    if run.status == "finished":
+    reopen = timed_out_ids(store, run.id)
+    if run.status == "finished" and not reopen:
         return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)
-    store.append_events(run.id, ctx, [*opening_for_resume(store, run),
-                                      Event(trigger="run_resumed", detail=f"by {ctx.worker} ({run.status})")],
-                        clock.now())
+    opening = [*opening_for_resume(store, run), Event(trigger="run_resumed", detail=(
+        f"by {ctx.worker} ({run.status}" + (f"; re-opening {len(reopen)} timed-out task(s)" if reopen else "") + ")"))]
+    if not reopen:
+        store.append_events(run.id, ctx, opening, clock.now())
+        return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)
+    try:
+        # Its timed-out tasks become active again: not while another unfinished run has taken one up since.
+        with rails.creating_runs(store, ctx.worker):
+            rails.check_overlap(store, reopen, exclude=run.id)
+            if run.status == "finished":  # unfinished from here on: a kill now leaves it for `resume` again
+                store.set_run(run.id, status="running", finished_at=None, exit_code=None)
+            store.append_events(run.id, ctx, opening, clock.now())
+            reopen_timed_out(store, run.id, ctx, clock.now())
+    except BaseException:
+        claim.release()
+        raise
+    run = store.run(run.id) or run
     return Resumption(store, run, settings, tuning, ctx, list(conns), targets, clock, claim)

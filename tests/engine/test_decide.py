@@ -23,11 +23,12 @@ from orchestrator.engine.decide import (
     on_deadline,
     on_failure,
     on_reading,
+    on_resume,
     stop_plan,
 )
 from orchestrator.engine.tuning import MAX_BAD_READS, MAX_REJECTIONS, MAX_RESENDS, Tuning
 from orchestrator.errors import GuardRefused, InvalidTransition
-from orchestrator.lifecycle import ACTIVE, TERMINAL, Lifecycle, TaskModel, TaskState
+from orchestrator.lifecycle import ACTIVE, RESUME_TIMED_OUT, TERMINAL, Lifecycle, TaskModel, TaskState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TUNING = Tuning(poll_interval=5.0)
@@ -324,3 +325,81 @@ def test_a_wait_is_looked_at_again_within_a_quarter_of_its_age() -> None:
     assert poll_interval(tuning, 6, waited=3.0) == 0.75  # a 3 s release is not polled 5.7 s apart
     assert poll_interval(tuning, 6, waited=1.0) == 0.5  # never below one poll interval
     assert poll_interval(tuning, 20, waited=1000.0) == 60.0  # and never above the maximum
+
+
+# -- resume re-opens a timed-out task ----------------------------------------------------------------------------
+
+
+def _resumed(where: TaskState, status: str, **kw: object) -> Tracked:
+    """A task that timed out in `where` (last seen `status`), re-opened by resume one hour later."""
+    later = NOW + timedelta(hours=1)
+    t = task(S.TIMED_OUT, status, reason="run timeout (600s) passed; last status " + status, **kw)
+    t.model.timed_out_in = where
+    d = on_resume(t, where, later)
+    assert d is not None and d.trigger == RESUME_TIMED_OUT
+    assert d.reason is not None and d.reason.startswith(f"resumed: back to {where.value} with a new budget")
+    assert "run timeout (600s) passed" in d.reason  # why it had ended, kept in the record
+    LC.fire(t.model, d.trigger)
+    for key, value in d.updates.items():
+        setattr(t, key, value)
+    assert t.state is where and t.phase_started == later  # a new phase budget
+    assert t.observe is True and t.observed_at is None and t.next_check == later  # read before anything is sent
+    return t
+
+
+@pytest.mark.parametrize("where", ACTIVE, ids=lambda s: s.value)
+@pytest.mark.parametrize("status", [s for s in ALL_STATUSES if s != "DELETED"])
+def test_a_resumed_task_is_read_first_then_decided_as_in_the_state_it_timed_out_in(where: TaskState,
+                                                                                   status: str) -> None:
+    """Re-opened into the state it timed out in: nothing is sent before a reading (a first stop or delete needs a
+    fresh one, and there is none), and the reading is decided by that state's rules, as for any task there."""
+    before = "INCRE_TRANSFER_STARTED" if status != "INCRE_TRANSFER_STARTED" else "PAUSING"
+    t = _resumed(where, before, order_id="CS1" if where is S.UNSUBSCRIBING else None,
+                 stop_attempts=1 if where in (S.RELEASING, S.STOPPING) else 0)
+    later = t.phase_started
+    if where not in (S.STOPPING, S.DELETING) and not (where is S.RELEASING and t.stop_attempts):
+        assert needs_fresh_reading(t, later, TUNING)
+    if where is S.DELETING and _class(status) != "deletable":
+        first = on_reading(t, Reading(status), later, TUNING, RNG)
+        assert first.trigger is None and first.updates["confirming"] is True
+        t.confirming = True
+    d = on_reading(t, Reading(status), later, TUNING, RNG)
+    assert d.trigger == EXPECTED_TRIGGER[(where, _class(status))], (where, status, d)
+    fires(t, d)
+
+
+@pytest.mark.parametrize("status", ["RELEASE_RESOURCE_STARTED", "RELEASE_RESOURCE_COMPLETE", "INCRE_TRANSFER_STARTED"])
+def test_a_resumed_task_whose_stop_was_sent_is_not_terminated_again_because_of_the_resume(status: str) -> None:
+    """Stopped, releasing when the run timed out: resumed, it is polled (RELEASE_RESOURCE_STARTED), released
+    (deletable), and a reading as running (a stale answer?) is confirmed by another read before any stop."""
+    t = _resumed(S.RELEASING, "RELEASE_RESOURCE_STARTED", stop_attempts=1)
+    d = on_reading(t, Reading(status), t.phase_started, TUNING, RNG)
+    if status == "RELEASE_RESOURCE_STARTED":
+        assert d.trigger is None and "observe" not in d.updates  # still reading, nothing to send
+    elif status in DELETABLE:
+        assert d.trigger == "released" and d.updates["observe"] is False  # the guarded delete follows
+    else:
+        assert d.trigger is None and d.updates["observe"] is True and d.updates["confirming"] is True
+    fires(t, d)
+
+
+def test_a_resumed_delete_of_unknown_outcome_that_reads_gone_is_ours() -> None:
+    t = _resumed(S.DELETING, "RELEASE_RESOURCE_COMPLETE")
+    d = on_reading(t, Reading(None, "DRS.M00289"), t.phase_started, TUNING, RNG)
+    assert d.trigger == "deleted"
+    fires(t, d)
+
+
+def test_a_resumed_unsubscribed_task_is_never_terminated() -> None:
+    tuning = Tuning(poll_interval=5.0, unsubscribe_prepaid=True)
+    t = _resumed(S.RELEASING, "INCRE_TRANSFER_STARTED", order_id="CS1")
+    d = on_reading(t, Reading("INCRE_TRANSFER_STARTED"), t.phase_started, tuning, RNG)
+    assert d.trigger is None and d.updates.get("observe") is not False  # polled: no terminate ever follows
+
+
+@pytest.mark.parametrize("where", [None, *TERMINAL], ids=str)
+def test_resume_leaves_alone_what_did_not_time_out_or_cannot_be_placed(where: TaskState | None) -> None:
+    assert on_resume(task(S.TIMED_OUT, "RELEASE_RESOURCE_STARTED"), where, NOW) is None
+    for state in TaskState:
+        if state is not S.TIMED_OUT:
+            assert on_resume(task(state), S.RELEASING, NOW) is None
