@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator.clock import Clock
 from orchestrator.drs.client import DrsClient
 from orchestrator.engine.claims import Leases
-from orchestrator.engine.completeness import final_check
+from orchestrator.engine.completeness import SHOULD_BE_GONE, EarlyReads, final_check
 from orchestrator.engine.decide import Decision, Tracked
 from orchestrator.engine.feed import Feed, planned
 from orchestrator.engine.polling import Reader
@@ -62,6 +62,16 @@ def log_steps(changes: Sequence[Change]) -> None:
             "remote_status": e.remote_status, "error_code": e.error_code})
 
 
+def task_row(t: Tracked, event: Event | None = None, **extra: Any) -> Change:
+    """The task's row as the loop sees it (and its audit record, if any), for the store to commit."""
+    fields = {"state": t.state, "last_status": t.last_status, "last_observed_at": t.observed_at,
+              "reason": t.reason, "error_code": t.error_code, "stop_attempts": t.stop_attempts,
+              "forced": t.forced, "busy_retries": t.busy_retries, "resends": t.resends,
+              "phase_started_at": t.phase_started, "unchanged_polls": t.unchanged_polls, "gtid": t.gtid,
+              "incre_start_position": t.incre_start_position, **extra}
+    return Change(t.job_id, fields, event)
+
+
 class Engine:
     """Works the active tasks of one run until none is left, a deadline passes or it is told to stop."""
 
@@ -93,7 +103,7 @@ class Engine:
         self._alive_checked = clock.monotonic()
         self._gen = 0
         self._active_cache: tuple[tuple[int, int], list[Tracked]] | None = None
-        self.reader, self.sender = Reader(self), Sender(self, bss)
+        self.reader, self.sender, self.early = Reader(self), Sender(self, bss), EarlyReads(self)
         # Every exchange is recorded; the run's deadline bounds every call, retries and Retry-After waits included.
         client.recorder = self._record_exchange
         budget = tuning.timeout
@@ -145,6 +155,8 @@ class Engine:
             event = Event.of(step, error_code=d.error_code, request_ids=rids, detail=d.reason, values=d.values)
             if step.dest is TaskState.DELETABLE and t.job_id in self._stop_sent:
                 self.book.stopped_to_released(self._stop_sent.pop(t.job_id), now)
+            elif step.dest in SHOULD_BE_GONE:
+                self.early.removed_now(t.job_id, now)  # read once more during the run, not all at the end
         elif d.event is not None:
             event = Event(trigger=d.event, job_id=t.job_id, from_state=t.state.value, to_state=t.state.value,
                           remote_status=t.last_status, error_code=d.error_code, request_ids=rids, detail=d.reason,
@@ -153,13 +165,7 @@ class Engine:
             return None
         return self.row(t, event)
 
-    def row(self, t: Tracked, event: Event | None = None, **extra: Any) -> Change:
-        fields = {"state": t.state, "last_status": t.last_status, "last_observed_at": t.observed_at,
-                  "reason": t.reason, "error_code": t.error_code, "stop_attempts": t.stop_attempts,
-                  "forced": t.forced, "busy_retries": t.busy_retries, "resends": t.resends,
-                  "phase_started_at": t.phase_started, "unchanged_polls": t.unchanged_polls, "gtid": t.gtid,
-                  "incre_start_position": t.incre_start_position, **extra}
-        return Change(t.job_id, fields, event)
+    row = staticmethod(task_row)
 
     def record_step(self, t: Tracked, step: Step, reason: str) -> Change:
         """A transition already fired (the guarded delete): its row and audit record."""
@@ -301,6 +307,7 @@ class Engine:
                 if self.stop_event.is_set():
                     break
                 await act(self)
+                self.early.tick()
             except LeaseLost:
                 continue
             if not self.active():

@@ -48,6 +48,7 @@ class EngineLike(Protocol):
     left_behind: list[dict[str, Any]]
     reader: Any
     sender: Any
+    early: Any  # completeness.EarlyReads
 
     def active(self) -> list[Tracked]: ...
     def apply(self, t: Tracked, d: Decision) -> Change | None: ...

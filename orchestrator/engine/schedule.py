@@ -131,6 +131,7 @@ async def sleep(e: EngineLike) -> None:
 
 
 def record_end(e: EngineLike, *, interrupted: bool) -> None:
+    e.early.cancel()  # an early completeness read still in flight is not needed any more
     store, run_id, now = e.store, e.run_id, e.clock.now()
     if e.feed is not None and e.feed.discarded:
         e.report(force=True)

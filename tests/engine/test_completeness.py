@@ -72,3 +72,42 @@ def test_a_clean_run_passes_the_check_with_one_read(tmp_path: Path) -> None:
     assert td.summary.left_behind == []
     (check,) = [r for r in td.store.records(td.run_id) if r.trigger == "completeness_check"]
     assert check.detail == "read 3 task(s) that should be gone; 0 still present"
+
+
+def _early_run(tmp_path: Path, sim: Simulator, url: str) -> Any:
+    """300 deletable tasks, and one that never releases (it holds the run open until its --stop-timeout), so the
+    check's reads of the 300 can go out during the run."""
+    return teardown(sim, url, sqlite_url(tmp_path), poll_interval=0.05, stop_timeout=3.0)
+
+
+def test_tasks_removed_during_the_run_are_read_gone_then_and_not_again(tmp_path: Path) -> None:
+    with simulator(profile="fast") as (sim, url):
+        jobs = add(sim, 300, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
+        (slow,) = add(sim, 1, status="INCRE_TRANSFER_STARTED", db_use_type="migration", never_releases=True)
+        td = _early_run(tmp_path, sim, url)
+    assert td.outcomes == {**dict.fromkeys(jobs, "deleted"), slow: "timed_out"}
+    assert td.summary.left_behind == []
+    (check,) = [r for r in td.store.records(td.run_id) if r.trigger == "completeness_check"]
+    assert check.detail == "read 300 task(s) that should be gone (300 of them read gone during the run); " \
+                           "0 still present"
+    # Early reads are full calls of 100: three for the 300 (the deletes needed no status read: the plan's reading
+    # was fresh), and none at the end.
+    reads = [(c.job_ids or "").split(",") for c in td.store.api_calls(td.run_id) if c.api == "batch-status"]
+    removed = [ids for ids in reads if set(ids) <= set(jobs)]
+    assert len(removed) == 3 and all(len(ids) == 100 for ids in removed)
+    assert sorted(i for ids in removed for i in ids) == sorted(jobs)
+
+
+def test_a_task_the_service_kept_is_still_caught_when_the_others_were_read_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An early read that shows a removed task present confirms nothing: the final check reads it again (three
+    times) and reports it, as it would have without early reads."""
+    with simulator(profile="fast") as (sim, url):
+        kept, *others = add(sim, 300, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
+        add(sim, 1, status="INCRE_TRANSFER_STARTED", db_use_type="migration", never_releases=True)
+        _transport(monkeypatch, KeepAlive(sim, kept))
+        td = _early_run(tmp_path, sim, url)
+    assert [x["job_id"] for x in td.summary.left_behind] == [kept] and td.summary.exit_code == 3
+    (check,) = [r for r in td.store.records(td.run_id) if r.trigger == "completeness_check"]
+    assert check.detail == "read 300 task(s) that should be gone (299 of them read gone during the run); " \
+                           "1 still present"
