@@ -103,7 +103,7 @@ def test_a_task_the_service_kept_is_still_caught_when_the_others_were_read_early
     """An early read that shows a removed task present confirms nothing: the final check reads it again (three
     times) and reports it, as it would have without early reads."""
     with simulator(profile="fast") as (sim, url):
-        kept, *others = add(sim, 300, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
+        kept, *_ = add(sim, 300, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
         add(sim, 1, status="INCRE_TRANSFER_STARTED", db_use_type="migration", never_releases=True)
         _transport(monkeypatch, KeepAlive(sim, kept))
         td = _early_run(tmp_path, sim, url)
