@@ -27,6 +27,7 @@ from orchestrator.store.repo import Event, Store
 SHOULD_BE_GONE = (TaskState.DELETED, TaskState.SKIPPED)
 CONFIRM_READS = 3  # reads of a task shown present before it counts as left behind
 EARLY_CHUNK = 100  # an early read is one full batch-status call: it never costs more calls than the end would
+EARLY_IN_FLIGHT = 4
 
 
 def _gone(answer: Any) -> bool:
@@ -42,21 +43,21 @@ class EarlyReads:
         self.engine = e
         self.removed: deque[tuple[datetime, str]] = deque()  # (when, job id), oldest first
         self.confirmed: set[str] = set()  # read gone after their removal
-        self._reading: asyncio.Task[None] | None = None
+        self._reading: set[asyncio.Task[None]] = set()
 
     def removed_now(self, job_id: str, now: datetime) -> None:
         self.removed.append((now, job_id))
 
     def tick(self) -> None:
-        """Start one read beside the loop when a full call of ripe tasks is waiting and none is in flight."""
+        """Start a read beside the loop for each full call of ripe tasks (a few in flight at most; the client
+        paces them with the rest of the run's batch-status calls)."""
         e = self.engine
-        if self._reading is not None and not self._reading.done():
-            return
+        self._reading = {r for r in self._reading if not r.done()}
         ripe = e.clock.now() - timedelta(seconds=e.tuning.poll_interval)
-        if len(self.removed) < EARLY_CHUNK or self.removed[EARLY_CHUNK - 1][0] > ripe:
-            return
-        ids = [self.removed.popleft()[1] for _ in range(EARLY_CHUNK)]
-        self._reading = asyncio.ensure_future(self._read(ids))
+        while len(self._reading) < EARLY_IN_FLIGHT and len(self.removed) >= EARLY_CHUNK \
+                and self.removed[EARLY_CHUNK - 1][0] <= ripe:
+            ids = [self.removed.popleft()[1] for _ in range(EARLY_CHUNK)]
+            self._reading.add(asyncio.ensure_future(self._read(ids)))
 
     async def _read(self, ids: list[str]) -> None:
         try:
@@ -66,14 +67,14 @@ class EarlyReads:
         self.confirmed.update(j for j in ids if _gone(answers.get(j)))
 
     def cancel(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()
+        for reading in self._reading:
+            reading.cancel()
 
     async def settle(self) -> None:
-        """Let a read in flight finish (its calls are recorded with the run's)."""
-        if self._reading is not None:
+        """Let the reads in flight finish (their calls are recorded with the run's)."""
+        for reading in list(self._reading):
             with contextlib.suppress(Exception):
-                await self._reading
+                await reading
 
 
 async def _read(e: EngineLike, ids: list[str], state: dict[str, TaskState]) -> list[dict[str, Any]]:

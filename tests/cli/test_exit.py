@@ -31,3 +31,10 @@ def test_a_large_document_and_the_exit_code_arrive_whole(tmp_path: Path) -> None
     assert refused.returncode == json.loads(refused.stdout)["exit_code"] == 2
     usage = _cli(["run", "--al"], {}, tmp_path)
     assert usage.returncode == 1 and "--al" in usage.stderr
+
+
+def test_under_a_profiler_the_ordinary_exit_runs_so_the_profile_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "p.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "orchestrator", "--version"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and out.stat().st_size > 0, done.stderr
