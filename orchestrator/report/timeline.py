@@ -216,8 +216,13 @@ def _lane_svg(lane: TaskStory, segments: Sequence[Segment], gaps: Sequence[Gap],
         tip = esc(f"{who}: {seg.state} for {duration((seg.end - seg.start).total_seconds())} "
                   f"from {when(seg.start)} ({seg.trigger})")
         for start, end in cut(seg.start, seg.end, gaps):
-            x0 = x(start)
-            w = max(x(end) - x0, 2.0)  # an instant still shows
+            x0, x1 = x(start), x(end)
+            if x1 - x0 < 2.0:  # an instant still shows, 2 px wide, but never across a gap it ended at
+                x1 = x0 + 2.0
+                for g in gaps:
+                    if x0 <= x(g.start) < x1:
+                        x0, x1 = x(g.start) - 2.0, x(g.start)
+            w = x1 - x0
             out.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{bar_h}" rx="2" '
                        f'fill="{STATE_COLORS.get(seg.state, "#94a3b8")}"><title>{tip}</title></rect>')
     if lane.ended_at is not None:

@@ -60,7 +60,7 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
     if missing_ok is None:
         missing_ok = bool(options.get("missing_ok"))
     label_of = targets_of(run.selection if run is not None else {})
-    tasks = store.tasks(run_id)
+    tasks = store.task_outcomes(run_id)
     not_found = {t.job_id for t in tasks if t.state is TaskState.SKIPPED and (t.reason or "").startswith(NOT_FOUND)}
     earlier = deleted_earlier(store, run_id, not_found) if not_found and not missing_ok else {}
     jobs: list[dict[str, Any]] = []
@@ -80,7 +80,7 @@ def summarize(store: Store, run_id: str, *, missing_ok: bool | None = None) -> R
                "remote_status": t.last_status, "reason": reason, "name": t.name}
         if t.gtid or t.incre_start_position:  # --record-breakpoint: where replication stopped
             job["breakpoint"] = {"gtid": t.gtid, "incre_start_position": t.incre_start_position}
-        label = getattr(t, "target", None) or label_of.get(t.job_id)
+        label = t.target or label_of.get(t.job_id)
         if label_of or label:
             job["target"] = label
             per_target.setdefault(label or "", Counter())[outcome] += 1

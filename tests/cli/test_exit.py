@@ -38,3 +38,15 @@ def test_under_a_profiler_the_ordinary_exit_runs_so_the_profile_is_written(tmp_p
     done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "orchestrator", "--version"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0 and out.stat().st_size > 0, done.stderr
+
+
+def test_exit_functions_still_run(tmp_path: Path) -> None:
+    """A script that registers an exit function and calls the console entry still gets it called."""
+    mark = tmp_path / "ran"
+    script = ("import atexit, pathlib, sys\n"
+              f"atexit.register(lambda: pathlib.Path({str(mark)!r}).write_text('yes'))\n"
+              "from orchestrator.cli import entry\n"
+              "sys.argv = ['drs-teardown', '--version']\n"
+              "entry()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and mark.read_text() == "yes", done.stderr

@@ -21,7 +21,7 @@ from orchestrator.report.story import Gap, attempts_of, breakpoint_of, codes_of,
 from orchestrator.report.tables import targets_table, tasks_table
 from orchestrator.report.timeline import HISTOGRAM_BINS, state_counts
 from orchestrator.store.repo import Store
-from report.trails import escalated_run, interrupted_run, scripted_run
+from report.trails import ALICE, BOB, RunEvent, Step, escalated_run, interrupted_run, scripted_run
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,30 @@ def test_interruption_and_resume_are_chain_events_and_a_gap(store: Store, resume
     # The gap is drawn narrow (a broken axis), so the 40 s of work are not squeezed into a sliver.
     assert g1 - g0 < 100
     assert f"interrupted {idle}" in page
+
+
+def test_an_instant_just_before_an_interruption_is_drawn_but_not_into_the_gap(store: Store) -> None:
+    """A step a millisecond before the run was interrupted is drawn 2 px wide (an instant still shows), ending at
+    the gap, never inside it (it used to cross the gap's edge whenever the run's first part was short)."""
+    from orchestrator.lifecycle import TaskState
+
+    steps = [Step(0.009, "stop", TaskState.STOPPING, "INCRE_TRANSFER_STARTED", "terminate"),
+             Step(0.014, "stop_accepted", TaskState.RELEASING, "RELEASE_RESOURCE_STARTED", "stop accepted"),
+             Step(0.62, "released", TaskState.DELETABLE, "RELEASE_RESOURCE_COMPLETE", "observed"),
+             Step(0.621, "delete", TaskState.DELETING, "RELEASE_RESOURCE_COMPLETE", "delete"),
+             Step(0.623, "deleted", TaskState.DELETED, "RELEASE_RESOURCE_COMPLETE", "delete accepted")]
+    run_id = scripted_run(store, {"instant": ("stop_then_delete", "INCRE_TRANSFER_STARTED", steps)},
+                          events=[RunEvent(0.015, "run_interrupted", ALICE, "1 task(s) pending"),
+                                  RunEvent(0.56, "run_resumed", BOB, "resumed")],
+                          finished_at=0.63, run_id="instant" + "0" * 25)
+    svg = _svg(render_html(store, run_id).html)
+    (gap,) = [el for el in svg.iter("rect") if el.get("class") == "gap"]
+    g0 = float(gap.get("x", 0))
+    bars = [(float(b.get("x", 0)), float(b.get("x", 0)) + float(b.get("width", 0)))
+            for b in svg.iter("rect") if b.get("fill") in STATE_COLORS.values()]
+    before = [b for b in bars if b[0] < g0]
+    assert before and all(x1 <= g0 + 0.05 for _, x1 in before), (before, g0)
+    assert all(x1 - x0 >= 1.95 for x0, x1 in bars)  # every piece still shows
 
 
 def test_a_real_interrupted_and_resumed_run_shows_both_events_and_the_gap(tmp_path: Path) -> None:
