@@ -8,6 +8,7 @@ how its owner is known to be alive, how the database can be lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import sessionmaker
@@ -30,6 +31,7 @@ class Store(TrailWrites, Leases, Reads, Ownership):
 
     _implementations: ClassVar[dict[str, type[Store]]] = {}
     _mixed: ClassVar[dict[tuple[type, type], type]] = {}
+    _loaders: ClassVar[dict[str, Callable[[], object]]] = {}  # dialect -> what imports its implementation
 
     def __init_subclass__(cls, *, dialect: str | None = None, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -41,6 +43,8 @@ class Store(TrailWrites, Leases, Reads, Ownership):
         if cls.dialect:
             return super().__new__(cls)
         backend = parse_url(url).get_backend_name()
+        if backend not in Store._implementations and backend in Store._loaders:
+            Store._loaders[backend]()  # an implementation loaded only when a URL asks for it
         impl = Store._implementations.get(backend)
         if impl is None:
             raise StoreError(f"no store for {backend}: import orchestrator.store.repo")
