@@ -113,6 +113,20 @@ def sqlite_url(tmp_path: Path, name: str = "t.db") -> str:
 _TEMPLATE: Path | None = None
 
 
+def db_at_revision(path: Path, revision: str) -> None:
+    """A SQLite database at an older schema (`revision`), as an older version of the tool left it."""
+    from alembic import command
+
+    from orchestrator.store.db import alembic_config, make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    engine.dispose()
+
+
 def migrated_db(tmp: Path) -> str:
     """A migrated SQLite database, copied from a template (migrating per example would dominate property tests)."""
     global _TEMPLATE

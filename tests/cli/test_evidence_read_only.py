@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from alembic import command
 
-from orchestrator.store.db import HEAD_REVISION, alembic_config, make_engine
+from orchestrator.store.db import HEAD_REVISION
 from orchestrator.store.repo import Store
-from tests.kit import add, cli, simulator, sqlite_url, teardown
+from tests.kit import add, cli, db_at_revision, simulator, sqlite_url, teardown
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,13 +83,7 @@ def test_status_audit_verify_and_report_on_a_read_only_mount(tmp_path: Path) -> 
         add(sim, 2, status="RELEASE_RESOURCE_COMPLETE", db_use_type="migration")
         td = teardown(sim, url, sqlite_url(src, "run.db"), poll_interval=0.05)
     td.store.close()
-    old = src / "old.db"  # written by an older version of the tool
-    engine = make_engine(f"sqlite:///{old}")
-    cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    engine.dispose()
+    db_at_revision(src / "old.db", "0001")  # written by an older version of the tool
     run_db, old_db = f"--db 'sqlite:///{mnt / 'run.db'}'", f"--db 'sqlite:///{mnt / 'old.db'}'"
     commands = [f"{run_db} status", f"{run_db} status {td.run_id} --output json", f"{run_db} audit {td.run_id}",
                 f"{run_db} audit {td.run_id} --format csv", f"{run_db} verify --output json",

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 
 from orchestrator.errors import StoreError
-from orchestrator.store.db import HEAD_REVISION, alembic_config, make_engine
+from orchestrator.store.db import HEAD_REVISION
 from orchestrator.store.repo import Event, Store
+from tests.kit import db_at_revision
 from tests.store.kit import CTX, NOW, REPO, record_run
 
 
@@ -83,12 +83,7 @@ def test_a_live_database_is_read_with_its_write_ahead_log(tmp_path: Path) -> Non
 
 def test_an_older_schema_is_named_with_the_way_forward(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    engine = make_engine(f"sqlite:///{db}")
-    cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-    engine.dispose()
+    db_at_revision(db, "0001")
     db.chmod(0o444)
     before = _snapshot(tmp_path)
     with pytest.raises(StoreError) as caught:
