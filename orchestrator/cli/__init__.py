@@ -4,6 +4,7 @@ stderr. Nothing outside this package imports it."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import logging
 import os
@@ -86,21 +87,27 @@ def entry(argv: list[str] | None = None) -> None:
 
 
 def _leave(code: int) -> None:
-    """Exit without tearing the interpreter down: the command has finished, its store is closed and its output
-    written; freeing a large run's objects one by one only delays the exit (a fifth of a second at 10,000 tasks).
-    The exit functions registered with `atexit` run and everything buffered is flushed first; if that fails, the
-    ordinary exit reports it. Under a profiler or a
-    tracer (cProfile, coverage) the ordinary exit runs, so that they write what they measured."""
+    """Exit without tearing the interpreter down: the command has finished and its output is written; freeing a
+    large run's objects one by one only delays the exit (about a fifth of a second at 10,000 tasks). What is
+    buffered is flushed first (if that fails, the ordinary exit reports it), then the functions registered with
+    `atexit` run (logging's shutdown among them). Under a profiler or a tracer (cProfile, coverage) the ordinary
+    exit runs, so that they write what they measured."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     try:
-        atexit._run_exitfuncs()  # what was registered to run at exit still runs (logging's shutdown among them)
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+        _flush()
     except Exception:  # a closed pipe, a full disk: let Python's own exit say so
         sys.exit(code)
+    atexit._run_exitfuncs()  # prints, never raises, what a function raised
+    with contextlib.suppress(Exception):
+        _flush()  # what the exit functions wrote
     os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
 
 
 __all__ = ["entry", "main"]
