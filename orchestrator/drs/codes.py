@@ -74,6 +74,11 @@ STOPPABLE: frozenset[str] = frozenset(ALL_STATUSES) - DELETABLE - GONE - WAIT - 
 NOT_FOUND_CODES: frozenset[str] = frozenset({"DRS.M00289", "DRS.M05004", "DRS.M05003"})
 
 
+def reads_gone(status: str | None, error_code: str | None) -> bool:
+    """A reading that shows the task gone: status DELETED, or a code that says it does not exist (any more)."""
+    return error_code in NOT_FOUND_CODES or status in GONE
+
+
 def classify(status: str | None) -> StatusClass:
     """Map a remote status to its teardown class; anything unrecognised is UNKNOWN (fail closed)."""
     if status in DELETABLE:

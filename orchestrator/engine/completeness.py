@@ -18,7 +18,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchestrator.drs.codes import NOT_FOUND_CODES
+from orchestrator.drs.codes import reads_gone
 from orchestrator.engine.protocol import EngineLike
 from orchestrator.errors import DrsError
 from orchestrator.lifecycle import TaskState
@@ -33,7 +33,7 @@ EARLY_IN_FLIGHT = 4
 def _gone(answer: Any) -> bool:
     if answer is None or getattr(answer, "failure", None) is not None:
         return False
-    return answer.item.error_code in NOT_FOUND_CODES or answer.item.status == "DELETED"
+    return reads_gone(answer.item.status, answer.item.error_code)
 
 
 class EarlyReads:

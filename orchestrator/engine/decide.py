@@ -23,12 +23,12 @@ from typing import Any
 
 from orchestrator.drs.codes import (
     CHILD_CODES,
-    NOT_FOUND_CODES,
     RELEASE_FAILED,
     ErrorClass,
     StatusClass,
     classify,
     classify_code,
+    reads_gone,
 )
 from orchestrator.engine.tuning import MAX_BAD_READS, MAX_REJECTIONS, MAX_RESENDS, Tuning
 from orchestrator.lifecycle import ACTIVE, RESUME_TIMED_OUT, TaskModel, TaskState
@@ -188,7 +188,7 @@ def on_bad_read(t: Tracked, why: str, now: datetime, tuning: Tuning, rng: random
 def on_reading(t: Tracked, r: Reading, now: datetime, tuning: Tuning, rng: random.Random) -> Decision:
     """What one reading of the task's remote status means."""
     state = t.state
-    if r.error_code in NOT_FOUND_CODES or r.status == "DELETED":
+    if reads_gone(r.status, r.error_code):
         gone = {"last_status": r.status or t.last_status, "observed_at": now}
         ours = state is TaskState.DELETING or (t.delete_sent and state in (TaskState.PENDING, TaskState.DELETABLE))
         if ours:
