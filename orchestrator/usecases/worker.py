@@ -98,7 +98,7 @@ class WorkerLoop:
                     else:
                         self._close(r, s)  # done, but whoever finished its last task died before saying so
             if not left:
-                if not self._being_planned() and (self.summaries or self.clock.monotonic() >= self.wait_until):
+                if (self.summaries or self.clock.monotonic() >= self.wait_until) and not self._being_planned():
                     break
                 self._waiting(None)  # alive between runs: counts in the shares of the runs to come
                 with contextlib.suppress(TimeoutError):  # nothing yet: a run may be about to be recorded
